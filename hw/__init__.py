@@ -1,0 +1,1 @@
+"""Hardware half of lowbit: Amaranth components and Verilog emission."""

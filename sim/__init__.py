@@ -1,0 +1,1 @@
+"""Simulation glue: cocotb testbenches and the Verilator/Icarus runner."""

@@ -1,0 +1,1 @@
+"""Software half of lowbit: formats, integer IR, golden model, quantizers, packing, CLI."""

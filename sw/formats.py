@@ -1,0 +1,258 @@
+"""Number formats of the integer world: the one definition of how a value is stored.
+
+Every other part of lowbit (golden model, packer, hardware generator, testbenches)
+asks an :class:`IntFormat` for its range, its bit width and its encoding; none of them
+re-derives those rules.
+
+Kinds
+-----
+``signed``    two's complement, ``bits`` in 2..16 (1-bit signed is ``bipolar``).
+``unsigned``  plain binary, ``bits`` in 1..16.
+``bipolar``   1 bit: code 0 means -1, code 1 means +1 (FINN's XNOR-popcount encoding).
+``ternary``   2 bits, two's complement codes of {-1, 0, +1} (``0b11`` is -1, ``0b10`` unused).
+``pow2``      ``bits`` in 2..8: sign bit (MSB) and exponent field ``e`` (low ``bits-1`` bits);
+              ``e == 0`` is zero, otherwise the magnitude is ``2**(e-1)``. Weights only:
+              the multiplier becomes a shifter.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Kind", "IntFormat", "Rounding", "parse_format", "signed_bits_for_range"]
+
+MAX_BITS = 16
+
+
+class Kind(str, enum.Enum):
+    SIGNED = "signed"
+    UNSIGNED = "unsigned"
+    BIPOLAR = "bipolar"
+    TERNARY = "ternary"
+    POW2 = "pow2"
+
+
+class Rounding(str, enum.Enum):
+    """Rounding of the requantizer's right shift (see :mod:`lowbit.sw.requant`)."""
+
+    FLOOR = "floor"
+    HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
+
+    @classmethod
+    def parse(cls, value: "Rounding | str", *, name: str = "rounding") -> "Rounding":
+        if isinstance(value, Rounding):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(r.value for r in cls)
+            raise ValueError(f"{name} must be one of {allowed}, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class IntFormat:
+    """An integer number format.
+
+    Parameters
+    ----------
+    kind : Kind or str
+        One of ``signed``, ``unsigned``, ``bipolar``, ``ternary``, ``pow2``.
+    bits : int
+        Storage width in bits. ``bipolar`` is always 1 and ``ternary`` always 2.
+    """
+
+    kind: Kind
+    bits: int
+
+    def __post_init__(self):
+        try:
+            kind = Kind(self.kind)
+        except ValueError:
+            allowed = ", ".join(k.value for k in Kind)
+            raise ValueError(f"format kind must be one of {allowed}, not {self.kind!r}") from None
+        object.__setattr__(self, "kind", kind)
+        bits = self.bits
+        if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool):
+            raise TypeError(f"format bits must be an integer, not {bits!r}")
+        bits = int(bits)
+        object.__setattr__(self, "bits", bits)
+        allowed = {
+            Kind.SIGNED: (2, MAX_BITS),
+            Kind.UNSIGNED: (1, MAX_BITS),
+            Kind.BIPOLAR: (1, 1),
+            Kind.TERNARY: (2, 2),
+            Kind.POW2: (2, 8),
+        }[kind]
+        if not allowed[0] <= bits <= allowed[1]:
+            hint = " (a 1-bit signed format is 'bipolar')" if kind is Kind.SIGNED and bits == 1 else ""
+            raise ValueError(
+                f"{kind.value} format bits must be in {allowed[0]}..{allowed[1]}, not {bits}{hint}"
+            )
+
+    # ---- constructors -------------------------------------------------------------
+    @classmethod
+    def signed(cls, bits: int) -> "IntFormat":
+        return cls(Kind.SIGNED, bits)
+
+    @classmethod
+    def unsigned(cls, bits: int) -> "IntFormat":
+        return cls(Kind.UNSIGNED, bits)
+
+    @classmethod
+    def bipolar(cls) -> "IntFormat":
+        return cls(Kind.BIPOLAR, 1)
+
+    @classmethod
+    def ternary(cls) -> "IntFormat":
+        return cls(Kind.TERNARY, 2)
+
+    @classmethod
+    def pow2(cls, bits: int) -> "IntFormat":
+        return cls(Kind.POW2, bits)
+
+    # ---- range --------------------------------------------------------------------
+    @property
+    def min(self) -> int:
+        return {
+            Kind.SIGNED: -(1 << (self.bits - 1)),
+            Kind.UNSIGNED: 0,
+            Kind.BIPOLAR: -1,
+            Kind.TERNARY: -1,
+            Kind.POW2: -(1 << ((1 << (self.bits - 1)) - 2)),
+        }[self.kind]
+
+    @property
+    def max(self) -> int:
+        return {
+            Kind.SIGNED: (1 << (self.bits - 1)) - 1,
+            Kind.UNSIGNED: (1 << self.bits) - 1,
+            Kind.BIPOLAR: 1,
+            Kind.TERNARY: 1,
+            Kind.POW2: 1 << ((1 << (self.bits - 1)) - 2),
+        }[self.kind]
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the format holds negative values."""
+        return self.kind is not Kind.UNSIGNED
+
+    def values(self) -> np.ndarray:
+        """Every representable value, ascending (int64)."""
+        if self.kind is Kind.BIPOLAR:
+            return np.array([-1, 1], dtype=np.int64)
+        if self.kind is Kind.POW2:
+            mags = [0] + [1 << k for k in range((1 << (self.bits - 1)) - 1)]
+            return np.unique(np.array([-m for m in mags] + mags, dtype=np.int64))
+        return np.arange(self.min, self.max + 1, dtype=np.int64)
+
+    def contains(self, values) -> np.ndarray:
+        """Element-wise: is each value representable in this format?"""
+        v = np.asarray(values, dtype=np.int64)
+        if self.kind in (Kind.BIPOLAR, Kind.POW2):
+            return np.isin(v, self.values())
+        return (v >= self.min) & (v <= self.max)
+
+    def check(self, values, *, name: str) -> np.ndarray:
+        """Return ``values`` as int64, or raise naming the first value out of format."""
+        v = np.asarray(values)
+        if v.dtype.kind == "f":
+            if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+                raise ValueError(f"{name} must hold integers, got non-integer values")
+        v = v.astype(np.int64)
+        ok = self.contains(v)
+        if not np.all(ok):
+            bad = int(v[~ok].flat[0])
+            raise ValueError(
+                f"{name} holds {bad}, which {self} cannot represent (allowed {self.describe_range()})"
+            )
+        return v
+
+    def describe_range(self) -> str:
+        if self.kind is Kind.BIPOLAR:
+            return "{-1, +1}"
+        if self.kind is Kind.POW2:
+            return f"0 and ±2^0..±2^{(1 << (self.bits - 1)) - 2}"
+        return f"{self.min}..{self.max}"
+
+    # ---- encoding (the one bit-level definition) -------------------------------
+    def encode(self, values) -> np.ndarray:
+        """Values → unsigned codes of ``bits`` bits (uint64)."""
+        v = self.check(values, name="value")
+        if self.kind is Kind.BIPOLAR:
+            return (v > 0).astype(np.uint64)
+        if self.kind is Kind.POW2:
+            mag = np.abs(v)
+            exp = np.zeros_like(v)
+            nz = mag > 0
+            exp[nz] = np.log2(mag[nz]).astype(np.int64) + 1
+            sign = (v < 0).astype(np.int64)
+            return ((sign << (self.bits - 1)) | exp).astype(np.uint64)
+        return (v & ((1 << self.bits) - 1)).astype(np.uint64)
+
+    def decode(self, codes) -> np.ndarray:
+        """Unsigned codes → values (int64). Inverse of :meth:`encode`."""
+        c = np.asarray(codes).astype(np.int64) & ((1 << self.bits) - 1)
+        if self.kind is Kind.BIPOLAR:
+            return np.where(c == 1, 1, -1).astype(np.int64)
+        if self.kind is Kind.POW2:
+            exp = c & ((1 << (self.bits - 1)) - 1)
+            mag = np.where(exp == 0, 0, np.left_shift(1, np.maximum(exp - 1, 0)))
+            return np.where(c >> (self.bits - 1), -mag, mag).astype(np.int64)
+        if self.kind is Kind.UNSIGNED:
+            return c
+        # signed and ternary: two's complement
+        return np.where(c >= (1 << (self.bits - 1)), c - (1 << self.bits), c).astype(np.int64)
+
+    # ---- text form --------------------------------------------------------------
+    def __str__(self) -> str:
+        if self.kind in (Kind.BIPOLAR, Kind.TERNARY):
+            return self.kind.value
+        prefix = {Kind.SIGNED: "s", Kind.UNSIGNED: "u", Kind.POW2: "pow2_"}[self.kind]
+        return f"{prefix}{self.bits}"
+
+    def to_json(self) -> str:
+        return str(self)
+
+
+def parse_format(text: "str | IntFormat", *, name: str = "format") -> IntFormat:
+    """Parse ``s4``, ``u8``, ``bipolar``, ``ternary``, ``pow2_4`` (also ``int4``/``uint4``)."""
+    if isinstance(text, IntFormat):
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a format string like 's4', 'u8', 'bipolar', not {text!r}")
+    t = text.strip().lower()
+    try:
+        if t in ("bipolar", "binary", "b1"):
+            return IntFormat.bipolar()
+        if t in ("ternary", "t2"):
+            return IntFormat.ternary()
+        if t.startswith("pow2_"):
+            return IntFormat.pow2(int(t[5:]))
+        if t.startswith("uint"):
+            return IntFormat.unsigned(int(t[4:]))
+        if t.startswith("int"):
+            return IntFormat.signed(int(t[3:]))
+        if t[:1] == "u":
+            return IntFormat.unsigned(int(t[1:]))
+        if t[:1] == "s":
+            return IntFormat.signed(int(t[1:]))
+    except ValueError as e:
+        if "format" in str(e):
+            raise ValueError(f"{name}: {e}") from None
+    raise ValueError(
+        f"{name} must be one of sN (signed, N=2..16), uN (unsigned, N=1..16), bipolar, ternary, "
+        f"pow2_N (N=2..8), not {text!r}"
+    )
+
+
+def signed_bits_for_range(lo: int, hi: int) -> int:
+    """Smallest two's complement width holding every integer in ``[lo, hi]``."""
+    lo, hi = int(lo), int(hi)
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
