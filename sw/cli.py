@@ -1,0 +1,70 @@
+"""The ``lowbit`` console command.
+
+Each subcommand lives in its own module under :mod:`lowbit.sw.commands` with
+``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports
+(torch, amaranth, cocotb) happen inside ``run`` so ``lowbit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order shown in --help, following the flow.
+COMMANDS = [
+    "train", "quantize", "eval", "report",   # software: float32 → integer IR → accuracy
+    "gen", "build", "sim",                    # hardware: blocks and whole networks
+    "synth", "explore",                        # cost
+    "demo", "bench",                           # the main job and the benchmarks
+]
+
+
+class UserError(Exception):
+    """A bad input from the user: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lowbit",
+        description="Generate low-bit integer neural-network accelerators for FPGAs: quantize a "
+                    "float32 network to an integer IR, generate Amaranth/Verilog hardware with packed "
+                    "weight memories, prove it bit-exact against the numpy golden model in "
+                    "Verilator, and report accuracy, throughput and FPGA cost.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from lowbit import __version__
+    parser.add_argument("--version", action="version", version=f"lowbit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"lowbit.sw.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"lowbit.sw.commands.{name}":
+                continue  # not built yet
+            raise
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lowbit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the lowbit CLI, one module each."""

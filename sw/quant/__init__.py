@@ -1,0 +1,1 @@
+"""Quantizers: float32 torch models → integer IR networks."""
