@@ -116,24 +116,29 @@ class IntFormat:
 
     # ---- range --------------------------------------------------------------------
     @property
+    def max_exponent(self) -> int:
+        """Largest power of two of a pow2 format: codes e = 1..2^(bits-1)-1 mean 2^(e-1)."""
+        return (1 << (self.bits - 1)) - 2
+
+    @property
     def min(self) -> int:
-        return {
-            Kind.SIGNED: -(1 << (self.bits - 1)),
-            Kind.UNSIGNED: 0,
-            Kind.BIPOLAR: -1,
-            Kind.TERNARY: -1,
-            Kind.POW2: -(1 << ((1 << (self.bits - 1)) - 2)),
-        }[self.kind]
+        if self.kind is Kind.SIGNED:
+            return -(1 << (self.bits - 1))
+        if self.kind is Kind.UNSIGNED:
+            return 0
+        if self.kind is Kind.POW2:
+            return -(1 << self.max_exponent)
+        return -1  # bipolar, ternary
 
     @property
     def max(self) -> int:
-        return {
-            Kind.SIGNED: (1 << (self.bits - 1)) - 1,
-            Kind.UNSIGNED: (1 << self.bits) - 1,
-            Kind.BIPOLAR: 1,
-            Kind.TERNARY: 1,
-            Kind.POW2: 1 << ((1 << (self.bits - 1)) - 2),
-        }[self.kind]
+        if self.kind is Kind.SIGNED:
+            return (1 << (self.bits - 1)) - 1
+        if self.kind is Kind.UNSIGNED:
+            return (1 << self.bits) - 1
+        if self.kind is Kind.POW2:
+            return 1 << self.max_exponent
+        return 1  # bipolar, ternary
 
     @property
     def is_signed(self) -> bool:
@@ -145,7 +150,7 @@ class IntFormat:
         if self.kind is Kind.BIPOLAR:
             return np.array([-1, 1], dtype=np.int64)
         if self.kind is Kind.POW2:
-            mags = [0] + [1 << k for k in range((1 << (self.bits - 1)) - 1)]
+            mags = [0] + [1 << k for k in range(self.max_exponent + 1)]
             return np.unique(np.array([-m for m in mags] + mags, dtype=np.int64))
         return np.arange(self.min, self.max + 1, dtype=np.int64)
 
@@ -175,7 +180,7 @@ class IntFormat:
         if self.kind is Kind.BIPOLAR:
             return "{-1, +1}"
         if self.kind is Kind.POW2:
-            return f"0 and ±2^0..±2^{(1 << (self.bits - 1)) - 2}"
+            return f"0 and ±2^0..±2^{self.max_exponent}"
         return f"{self.min}..{self.max}"
 
     # ---- encoding (the one bit-level definition) -------------------------------
