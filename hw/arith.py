@@ -6,7 +6,7 @@ exactly; :mod:`tests.test_hw_arith` checks every code against it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from lowbit.sw.formats import IntFormat, Kind
 
@@ -76,5 +76,7 @@ def xnor_dot(w_word: Value, x_word: Value, n: int) -> Value:
     """Σ w·x over ``n`` bipolar lanes: ``2·popcount(XNOR) − n`` (FINN's binary dot product)."""
     agree = ~(w_word[:n] ^ x_word[:n])
     pc = popcount(agree)
-    return (pc << 1).as_signed() - Const(n, unsigned(max(1, n.bit_length())))
+    # zero-extend before reinterpreting as signed, so a full count stays positive
+    doubled = Cat(pc, Const(0, 2)).as_signed() << 1
+    return doubled - Const(n, signed(n.bit_length() + 1))
 

@@ -1,0 +1,684 @@
+"""Memory image files: writers, readers, the manifest and its verification.
+
+File formats (one memory per file, address 0 first)
+---------------------------------------------------
+``hex`` / ``mem``  ``$readmemh``: one word per line in exactly ``ceil(width/4)`` lower-case hex
+                   digits, no address lines, ``\\n`` line ends.
+``coe``            Xilinx: ``memory_initialization_radix=16;``, then
+                   ``memory_initialization_vector=`` and one word per line, separated by ``,``
+                   and ended by ``;``.
+``mif``            Intel: ``WIDTH=…;``, ``DEPTH=…;``, ``ADDRESS_RADIX=HEX;``, ``DATA_RADIX=HEX;``,
+                   ``CONTENT BEGIN``, one ``addr : data;`` line per word, ``END;``.
+``bin``            raw: each word little-endian in ``ceil(width/8)`` bytes, words consecutive.
+
+Readers validate everything (width, depth, digits, values wider than the width) and name
+the file and line (byte offset for ``bin``) in a :class:`MemImageError`.
+
+Image sets
+----------
+:class:`ImageSet` collects the memories of a network (weights and per-channel
+parameters of each layer, packed by :mod:`lowbit.sw.pack`), and
+:meth:`ImageSet.write` puts them and ``manifest.json`` into a directory in one step: the
+files are written into a temporary sibling directory which then replaces ``out_dir``, so a
+failure leaves no half-written output. Callers add their own top-level manifest keys
+(folding, stream protocol, cycle counts) through ``extra``. :func:`verify_images`
+re-hashes every file; :func:`load_bank` reads one memory back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .ir import DenseLayer
+from .pack import (LANE_ORDER, ParamLayout, _words_list, check_fold, describe_encoding, param_banks,
+                   weight_banks)
+from .specs import RequantSpec
+
+__all__ = [
+    "FORMATS", "DEFAULT_FORMATS", "MANIFEST_NAME", "MemImageError",
+    "dumps", "loads", "write_memory", "read_memory",
+    "Memory", "ImageSet", "LayerBanks", "write_images", "verify_images", "load_bank",
+]
+
+#: Format name → file suffix.
+FORMATS = {"hex": ".hex", "mem": ".mem", "coe": ".coe", "mif": ".mif", "bin": ".bin"}
+DEFAULT_FORMATS = ("hex", "coe", "mif", "bin")
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "lowbit-memimage"
+MANIFEST_VERSION = 1
+KINDS = ("weights", "params")
+
+
+class MemImageError(ValueError):
+    """A memory image file that does not parse or does not match its description."""
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    return fmt
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        return _check_format(fmt)
+    for name, suffix in FORMATS.items():
+        if path.suffix.lower() == suffix:
+            return name
+    raise ValueError(f"format must be given or implied by the suffix ({', '.join(FORMATS.values())}) "
+                     f"of {str(path)!r}, not {path.suffix!r}")
+
+
+def _check_width(width) -> int:
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"width must be a positive integer, not {width!r}")
+    return width
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def _parse_hex_value(token: str, width: int, where: str) -> int:
+    if not _HEX.fullmatch(token):
+        raise MemImageError(f"{where}: {token!r} is not a hexadecimal number")
+    value = int(token, 16)
+    if value >> width:
+        raise MemImageError(f"{where}: value 0x{token} is wider than the {width}-bit word width")
+    return value
+
+
+def _check_depth(words: list[int], depth: int | None, name: str) -> list[int]:
+    if not words:
+        raise MemImageError(f"{name}: holds no words")
+    if depth is not None and len(words) != depth:
+        raise MemImageError(f"{name}: holds {len(words)} words, expected depth {depth}")
+    return words
+
+
+# ---- writers -----------------------------------------------------------------------------
+def dumps(words, width: int, fmt: str) -> bytes:
+    """The file content of one memory in format ``fmt``.
+
+    Parameters
+    ----------
+    words : sequence of int
+        The memory, address 0 first; at least one word, each in ``0..2^width-1``.
+    width : int
+        Word width in bits.
+    fmt : str
+        ``hex``, ``mem``, ``coe``, ``mif`` or ``bin``.
+    """
+    width = _check_width(width)
+    fmt = _check_format(fmt)
+    words = _words_list(words, width)
+    if not words:
+        raise ValueError("words must hold at least one word, not 0")
+    if fmt == "bin":
+        nb = (width + 7) // 8
+        return b"".join(w.to_bytes(nb, "little") for w in words)
+    digits = (width + 3) // 4
+    data = [f"{w:0{digits}x}" for w in words]
+    if fmt in ("hex", "mem"):
+        lines = data
+    elif fmt == "coe":
+        lines = ["memory_initialization_radix=16;", "memory_initialization_vector="]
+        lines += [d + "," for d in data[:-1]] + [data[-1] + ";"]
+    else:  # mif
+        adigits = max(1, (len(words) - 1).bit_length() + 3 >> 2)
+        lines = [f"WIDTH={width};", f"DEPTH={len(words)};", "", "ADDRESS_RADIX=HEX;", "DATA_RADIX=HEX;", "",
+                 "CONTENT BEGIN"]
+        lines += [f"    {a:0{adigits}x} : {d};" for a, d in enumerate(data)]
+        lines.append("END;")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def write_memory(path, words, width: int, fmt: str | None = None) -> Path:
+    """Write one memory to ``path`` (format from ``fmt`` or the suffix); returns the path."""
+    path = Path(path)
+    data = dumps(words, width, _format_of(path, fmt))
+    path.write_bytes(data)
+    return path
+
+
+# ---- readers -----------------------------------------------------------------------------
+def _lines(text: str, comment: str):
+    """(line number, stripped content) of non-blank lines, comments removed."""
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split(comment, 1)[0].strip()
+        if line:
+            yield n, line
+
+
+def _loads_hex(text: str, width: int, name: str) -> list[int]:
+    digits = (width + 3) // 4
+    words = []
+    for n, line in _lines(text, "//"):
+        where = f"{name}:{n}"
+        if line.startswith("@"):
+            raise MemImageError(f"{where}: address lines ({line!r}) are not supported; "
+                                f"a hex image holds one word per line from address 0")
+        if len(line.split()) != 1:
+            raise MemImageError(f"{where}: must hold one word per line, not {line!r}")
+        if _HEX.fullmatch(line) and len(line) != digits:
+            raise MemImageError(f"{where}: {line!r} has {len(line)} hex digits, a {width}-bit word "
+                                f"takes exactly {digits}")
+        words.append(_parse_hex_value(line, width, where))
+    return words
+
+
+def _loads_coe(text: str, width: int, name: str) -> list[int]:
+    state = "radix"  # → "vector" → "values" → "done"
+    words = []
+    last = 0
+    for n, line in _lines(text, ";;"):  # comments are lines starting with ';' (handled below)
+        last = n
+        where = f"{name}:{n}"
+        if line.startswith(";"):
+            continue
+        if state == "radix":
+            m = re.fullmatch(r"memory_initialization_radix\s*=\s*(\w+)\s*;", line, re.I)
+            if not m:
+                raise MemImageError(f"{where}: expected 'memory_initialization_radix=16;', not {line!r}")
+            if m.group(1) != "16":
+                raise MemImageError(f"{where}: memory_initialization_radix must be 16, not {m.group(1)!r}")
+            state = "vector"
+            continue
+        if state == "vector":
+            m = re.fullmatch(r"memory_initialization_vector\s*=(.*)", line, re.I)
+            if not m:
+                raise MemImageError(f"{where}: expected 'memory_initialization_vector=', not {line!r}")
+            state = "values"
+            line = m.group(1).strip()
+            if not line:
+                continue
+        if state == "done":
+            raise MemImageError(f"{where}: unexpected text after the closing ';': {line!r}")
+        body, end, rest = line.partition(";")
+        if rest.strip():
+            raise MemImageError(f"{where}: unexpected text after the closing ';': {rest.strip()!r}")
+        for token in re.split(r"[\s,]+", body.strip()):
+            if token:
+                words.append(_parse_hex_value(token, width, where))
+        if end:
+            state = "done"
+    if state != "done":
+        raise MemImageError(f"{name}:{last}: memory_initialization_vector is not closed by ';'")
+    return words
+
+
+def _loads_mif(text: str, width: int | None, depth: int | None, name: str) -> tuple[list[int], int]:
+    header: dict[str, tuple[str, int]] = {}
+    lines = iter(_lines(text, "--"))
+    last = 0
+    for n, line in lines:
+        last = n
+        if re.fullmatch(r"CONTENT\s+BEGIN", line, re.I):
+            break
+        m = re.fullmatch(r"(\w+)\s*=\s*(\w+)\s*;", line)
+        if not m:
+            raise MemImageError(f"{name}:{n}: expected 'KEY=VALUE;' or 'CONTENT BEGIN', not {line!r}")
+        header[m.group(1).upper()] = (m.group(2), n)
+    else:
+        raise MemImageError(f"{name}:{last}: no 'CONTENT BEGIN' line")
+    for key in ("WIDTH", "DEPTH", "ADDRESS_RADIX", "DATA_RADIX"):
+        if key not in header:
+            raise MemImageError(f"{name}: header lacks {key}")
+    for key in ("ADDRESS_RADIX", "DATA_RADIX"):
+        value, n = header[key]
+        if value.upper() != "HEX":
+            raise MemImageError(f"{name}:{n}: {key} must be HEX, not {value!r}")
+    sizes = {}
+    for key, given in (("WIDTH", width), ("DEPTH", depth)):
+        value, n = header[key]
+        if not value.isdigit() or int(value) < 1:
+            raise MemImageError(f"{name}:{n}: {key} must be a positive decimal integer, not {value!r}")
+        if given is not None and int(value) != given:
+            raise MemImageError(f"{name}:{n}: {key} is {value}, expected {given}")
+        sizes[key] = int(value)
+    width, mdepth = sizes["WIDTH"], sizes["DEPTH"]
+    words: list[int | None] = [None] * mdepth
+    ended = False
+    for n, line in lines:
+        where = f"{name}:{n}"
+        if ended:
+            raise MemImageError(f"{where}: unexpected text after 'END;': {line!r}")
+        if re.fullmatch(r"END\s*;", line, re.I):
+            ended = True
+            continue
+        m = re.fullmatch(r"(\[\s*(\w+)\s*\.\.\s*(\w+)\s*\]|\w+)\s*:\s*(\w+)\s*;", line)
+        if not m:
+            raise MemImageError(f"{where}: expected 'address : data;', not {line!r}")
+        if m.group(2) is not None:  # a range [a..b] : value (Quartus compresses runs like this)
+            lo = _parse_hex_value(m.group(2), 64, where)
+            hi = _parse_hex_value(m.group(3), 64, where)
+        else:
+            lo = hi = _parse_hex_value(m.group(1), 64, where)
+        value = _parse_hex_value(m.group(4), width, where)
+        if not lo <= hi < mdepth:
+            raise MemImageError(f"{where}: address {m.group(1)} must be within 0..{mdepth - 1:x} (DEPTH={mdepth})")
+        for a in range(lo, hi + 1):
+            if words[a] is not None:
+                raise MemImageError(f"{where}: address {a:x} is written twice")
+            words[a] = value
+    if not ended:
+        raise MemImageError(f"{name}:{last}: no 'END;' line")
+    missing = [a for a, w in enumerate(words) if w is None]
+    if missing:
+        raise MemImageError(f"{name}: {len(missing)} of {mdepth} addresses have no data "
+                            f"(first: {missing[0]:x})")
+    return words, width
+
+
+def _loads_bin(data: bytes, width: int, name: str) -> list[int]:
+    nb = (width + 7) // 8
+    if len(data) % nb:
+        raise MemImageError(f"{name}: {len(data)} bytes is not a whole number of {nb}-byte words "
+                            f"(width {width})")
+    words = [int.from_bytes(data[i:i + nb], "little") for i in range(0, len(data), nb)]
+    for i, w in enumerate(words):
+        if w >> width:
+            raise MemImageError(f"{name}: word {i} (byte offset {i * nb}) = {w:#x} is wider than "
+                                f"the {width}-bit word width")
+    return words
+
+
+def loads(data: bytes | str, fmt: str, width: int | None = None, depth: int | None = None,
+          *, name: str = "<memory>") -> list[int]:
+    """Parse one memory from file content; inverse of :func:`dumps`.
+
+    Parameters
+    ----------
+    data : bytes or str
+    fmt : str
+        ``hex``, ``mem``, ``coe``, ``mif`` or ``bin``.
+    width : int, optional
+        Word width; required except for ``mif`` (which states it; given, it must agree).
+    depth : int, optional
+        Expected number of words.
+    name : str
+        File name for error messages.
+
+    Raises
+    ------
+    MemImageError
+        Naming ``name`` and the line (byte offset for ``bin``) of the problem.
+    """
+    fmt = _check_format(fmt)
+    if width is not None:
+        _check_width(width)
+    elif fmt != "mif":
+        raise ValueError(f"width must be given to read a {fmt} image (only mif states it), not None")
+    if fmt == "bin":
+        if isinstance(data, str):
+            raise TypeError("bin data must be bytes, not str")
+        return _check_depth(_loads_bin(data, width, name), depth, name)
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise MemImageError(f"{name}: not an ASCII text file (byte {e.start})") from None
+    if fmt in ("hex", "mem"):
+        words = _loads_hex(data, width, name)
+    elif fmt == "coe":
+        words = _loads_coe(data, width, name)
+    else:
+        words, _ = _loads_mif(data, width, depth, name)
+    return _check_depth(words, depth, name)
+
+
+def read_memory(path, width: int | None = None, depth: int | None = None, fmt: str | None = None) -> list[int]:
+    """Read one memory file (format from ``fmt`` or the suffix); see :func:`loads`."""
+    path = Path(path)
+    fmt = _format_of(path, fmt)
+    if not path.is_file():
+        raise MemImageError(f"memory image {str(path)!r} does not exist")
+    return loads(path.read_bytes(), fmt, width, depth, name=str(path))
+
+
+# ---- image sets --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Memory:
+    """One memory of an image set.
+
+    Parameters
+    ----------
+    layer : int
+        Layer index in the network.
+    layer_name : str
+    kind : str
+        ``weights`` or ``params``.
+    bank : int
+        Bank (PE) index.
+    width : int
+        Word width in bits.
+    words : tuple of int
+        Contents, address 0 first.
+    info : dict
+        Further manifest keys describing the words (lanes, encoding, fields, addressing).
+    """
+
+    layer: int
+    layer_name: str
+    kind: str
+    bank: int
+    width: int
+    words: tuple
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        for pname in ("layer", "bank"):
+            v = getattr(self, pname)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{pname} must be a non-negative integer, not {v!r}")
+        _check_width(self.width)
+        words = tuple(_words_list(self.words, self.width, name=f"{self.stem} words"))
+        if not words:
+            raise ValueError(f"{self.stem} must hold at least one word, not 0")
+        object.__setattr__(self, "words", words)
+
+    @property
+    def depth(self) -> int:
+        return len(self.words)
+
+    @property
+    def stem(self) -> str:
+        """File name without suffix."""
+        return f"layer{self.layer}_{self.kind}_bank{self.bank}"
+
+
+@dataclass
+class LayerBanks:
+    """The packed memories of one layer, ready for an :class:`ImageSet`.
+
+    Build it with :meth:`from_layer`.
+    """
+
+    index: int
+    layer: DenseLayer
+    pe: int
+    simd: int
+    weights: list[list[int]]
+    params: list[list[int]] | None
+    layout: ParamLayout | None
+
+    @classmethod
+    def from_layer(cls, index: int, layer: DenseLayer, pe: int, simd: int,
+                   spec: "RequantSpec | ParamLayout | None" = None, *, params: bool = True) -> "LayerBanks":
+        """Pack ``layer`` folded at ``pe``×``simd``.
+
+        ``spec`` sets the parameter word layout; ``None`` takes the narrowest layout for
+        the layer (:meth:`ParamLayout.for_layer`). ``params=False`` leaves the parameter
+        memories out (a top that ties them to constants).
+        """
+        check_fold(layer.out_features, layer.in_features, pe, simd, name=layer.name)
+        layout = None
+        if params:
+            layout = ParamLayout.for_layer(layer) if spec is None else ParamLayout.from_spec(spec)
+        return cls(index, layer, int(pe), int(simd), weight_banks(layer, pe, simd),
+                   None if layout is None else param_banks(layer, pe, spec if spec is not None else layout),
+                   layout)
+
+    def memories(self) -> list[Memory]:
+        l = self.layer
+        rows, cols, pe, simd = l.out_features, l.in_features, self.pe, self.simd
+        nf, sf = rows // pe, cols // simd
+        fold = {"rows": rows, "cols": cols, "pe": pe, "simd": simd, "nf": nf, "sf": sf}
+        b = l.weight_format.bits
+        out = []
+        for p, words in enumerate(self.weights):
+            info = {
+                "lanes": simd, "lane_bits": b, "lane_order": LANE_ORDER,
+                "value_format": str(l.weight_format), "encoding": describe_encoding(l.weight_format),
+                "addressing": f"address nf*SF + sf (SF={sf}) holds W[nf*PE + {p}, sf*SIMD + k] in lane k "
+                              f"(PE={pe}, SIMD={simd})",
+                "fold": fold,
+            }
+            out.append(Memory(self.index, l.name, "weights", p, simd * b, words, info))
+        if self.params is not None:
+            for p, words in enumerate(self.params):
+                info = {
+                    "lanes": None, "lane_bits": None, "lane_order": "fields LSB first, in the order listed",
+                    "fields": self.layout.fields(),
+                    "addressing": f"address nf holds output channel nf*PE + {p} (PE={pe})",
+                    "requant": None if l.requant is None else l.requant.to_json(),
+                    "fold": fold,
+                }
+                out.append(Memory(self.index, l.name, "params", p, self.layout.width, words, info))
+        return out
+
+
+_RESERVED = ("format", "version", "formats", "lane_order", "memories")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageSet:
+    """The memories of a network, written together with their ``manifest.json``.
+
+    Examples
+    --------
+    >>> images = ImageSet()
+    >>> images.add_layer(0, layer, pe=16, simd=16, spec=spec)      # doctest: +SKIP
+    >>> images.write("build/net/images", extra={"folding": ...})   # doctest: +SKIP
+    """
+
+    def __init__(self):
+        self._memories: dict[tuple[int, str, int], Memory] = {}
+
+    @property
+    def memories(self) -> list[Memory]:
+        """Memories in (layer, kind, bank) order."""
+        return [self._memories[k] for k in sorted(self._memories, key=lambda k: (k[0], KINDS.index(k[1]), k[2]))]
+
+    def add(self, memory: Memory) -> Memory:
+        """Add one memory; a second memory for the same (layer, kind, bank) is refused."""
+        if not isinstance(memory, Memory):
+            raise TypeError(f"memory must be a Memory, not {memory!r}")
+        key = (memory.layer, memory.kind, memory.bank)
+        if key in self._memories:
+            raise ValueError(f"memory (layer {key[0]}, {key[1]}, bank {key[2]}) must be added once, not twice")
+        self._memories[key] = memory
+        return memory
+
+    def add_banks(self, banks: LayerBanks) -> list[Memory]:
+        return [self.add(m) for m in banks.memories()]
+
+    def add_layer(self, index: int, layer: DenseLayer, pe: int, simd: int,
+                  spec: "RequantSpec | ParamLayout | None" = None, *, params: bool = True) -> list[Memory]:
+        """Pack ``layer`` (see :meth:`LayerBanks.from_layer`) and add its memories."""
+        return self.add_banks(LayerBanks.from_layer(index, layer, pe, simd, spec, params=params))
+
+    def manifest(self, formats: Sequence[str] = DEFAULT_FORMATS, extra: dict | None = None) -> tuple[dict, dict]:
+        """``(manifest, {file name: bytes})`` without touching the disk."""
+        formats = tuple(_check_format(f) for f in formats)
+        if not formats or len(set(formats)) != len(formats):
+            raise ValueError(f"formats must be a non-empty list of distinct formats, not {formats!r}")
+        if not self._memories:
+            raise ValueError("an image set must hold at least one memory to be written, not 0")
+        extra = dict(extra or {})
+        clash = sorted(set(extra) & set(_RESERVED))
+        if clash:
+            raise ValueError(f"extra manifest keys must not replace {', '.join(_RESERVED)}, not {clash!r}")
+        files: dict[str, bytes] = {}
+        entries = []
+        for mem in self.memories:
+            entry = {"layer": mem.layer, "layer_name": mem.layer_name, "kind": mem.kind, "bank": mem.bank,
+                     "width": mem.width, "depth": mem.depth, **mem.info, "files": {}}
+            for fmt in formats:
+                fname = mem.stem + FORMATS[fmt]
+                data = dumps(mem.words, mem.width, fmt)
+                files[fname] = data
+                entry["files"][fmt] = {"file": fname, "sha256": _sha256(data)}
+            entries.append(entry)
+        manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "formats": list(formats),
+                    "lane_order": LANE_ORDER, "memories": entries, **extra}
+        return manifest, files
+
+    def write(self, out_dir, extra: dict | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> dict:
+        """Write every memory in every format plus ``manifest.json`` into ``out_dir``.
+
+        ``out_dir`` belongs to the image set: it is replaced as a whole. An existing
+        directory is only replaced when it is empty or holds a previous image set
+        (a ``manifest.json`` of this format), so unrelated files are never deleted.
+
+        Parameters
+        ----------
+        out_dir : path
+        extra : dict, optional
+            Additional top-level manifest keys (JSON-serialisable), e.g. folding, stream
+            protocol, cycle counts. They may not replace the keys written here.
+        formats : sequence of str
+            Any of ``hex``, ``mem``, ``coe``, ``mif``, ``bin``.
+
+        Returns
+        -------
+        dict
+            The manifest as written.
+        """
+        out_dir = Path(out_dir)
+        manifest, files = self.manifest(formats, extra)
+        # Serialise before creating anything, so a non-JSON extra fails with nothing on disk.
+        try:
+            text = json.dumps(manifest, indent=2) + "\n"
+        except TypeError as e:
+            raise ValueError(f"extra manifest keys must be JSON-serialisable ({e})") from None
+        if out_dir.exists():
+            _check_replaceable(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        old = None
+        try:
+            for fname, data in files.items():
+                (tmp / fname).write_bytes(data)
+            (tmp / MANIFEST_NAME).write_text(text, encoding="utf-8")
+            if out_dir.exists():
+                # Move the old set aside first so a failed rename can put it back.
+                old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+                old.rmdir()
+                os.rename(out_dir, old)
+            try:
+                os.rename(tmp, out_dir)
+            except BaseException:
+                if old is not None:
+                    os.rename(old, out_dir)
+                    old = None
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return manifest
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if not out_dir.is_dir():
+        raise ValueError(f"out_dir must be a directory, not the file {str(out_dir)!r}")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        ok = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == MANIFEST_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"out_dir must be empty or hold a previous image set (a lowbit {MANIFEST_NAME}); "
+                         f"refusing to replace {str(out_dir)!r}")
+
+
+def write_images(layers_banks: Iterable[LayerBanks], out_dir, formats: Sequence[str] = DEFAULT_FORMATS,
+                 extra: dict | None = None) -> dict:
+    """Write the memories of ``layers_banks`` (see :meth:`LayerBanks.from_layer`); returns the manifest."""
+    images = ImageSet()
+    for lb in layers_banks:
+        if not isinstance(lb, LayerBanks):
+            raise TypeError(f"layers_banks must hold LayerBanks (LayerBanks.from_layer), not {lb!r}")
+        images.add_banks(lb)
+    return images.write(out_dir, extra, formats)
+
+
+# ---- reading back ------------------------------------------------------------------------
+def _load_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} does not exist")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a lowbit memory image manifest")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{str(path)!r} has manifest version {manifest.get('version')!r}, "
+                         f"this lowbit reads {MANIFEST_VERSION}")
+    return manifest
+
+
+def _check_file(out_dir: Path, rec: dict) -> bytes:
+    path = out_dir / rec["file"]
+    if not path.is_file():
+        raise ValueError(f"memory image {str(path)!r} is missing (expected sha256 {rec['sha256']})")
+    data = path.read_bytes()
+    actual = _sha256(data)
+    if actual != rec["sha256"]:
+        raise ValueError(f"memory image {str(path)!r} has been modified: sha256 must be "
+                         f"{rec['sha256']}, not {actual}")
+    return data
+
+
+def verify_images(out_dir) -> dict:
+    """Re-hash every file listed in ``out_dir/manifest.json``; return the manifest.
+
+    Raises
+    ------
+    ValueError
+        For a missing file or a sha256 mismatch, naming the file and both hashes.
+    """
+    out_dir = Path(out_dir)
+    manifest = _load_manifest(out_dir)
+    for mem in manifest["memories"]:
+        for rec in mem["files"].values():
+            _check_file(out_dir, rec)
+    return manifest
+
+
+def load_bank(out_dir, layer: int | str, kind: str, bank: int, fmt: str = "hex") -> list[int]:
+    """Read one memory of an image set back (hash-checked and parsed).
+
+    Parameters
+    ----------
+    out_dir : path
+    layer : int or str
+        Layer index or name.
+    kind : str
+        ``weights`` or ``params``.
+    bank : int
+    fmt : str
+        Which of the written formats to read.
+    """
+    out_dir = Path(out_dir)
+    manifest = _load_manifest(out_dir)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    key = "layer_name" if isinstance(layer, str) else "layer"
+    found = [m for m in manifest["memories"] if m[key] == layer and m["kind"] == kind and m["bank"] == bank]
+    if not found:
+        raise ValueError(f"{str(out_dir)!r} holds no {kind} memory for layer {layer!r}, bank {bank!r}")
+    mem = found[0]
+    if fmt not in mem["files"]:
+        raise ValueError(f"fmt must be one of the written formats {', '.join(mem['files'])}, not {fmt!r}")
+    rec = mem["files"][fmt]
+    data = _check_file(out_dir, rec)
+    return loads(data, fmt, mem["width"], mem["depth"], name=str(out_dir / rec["file"]))
