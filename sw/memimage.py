@@ -150,10 +150,10 @@ def write_memory(path, words, width: int, fmt: str | None = None) -> Path:
 
 
 # ---- readers -----------------------------------------------------------------------------
-def _lines(text: str, comment: str):
-    """(line number, stripped content) of non-blank lines, comments removed."""
+def _lines(text: str, comment: str | None):
+    """(line number, stripped content) of non-blank lines, ``comment`` to line end removed."""
     for n, line in enumerate(text.splitlines(), 1):
-        line = line.split(comment, 1)[0].strip()
+        line = (line.split(comment, 1)[0] if comment else line).strip()
         if line:
             yield n, line
 
@@ -179,7 +179,8 @@ def _loads_coe(text: str, width: int, name: str) -> list[int]:
     state = "radix"  # → "vector" → "values" → "done"
     words = []
     last = 0
-    for n, line in _lines(text, ";;"):  # comments are lines starting with ';' (handled below)
+    # A COE comment is a line starting with ';' (a ';' elsewhere ends a statement).
+    for n, line in _lines(text, None):
         last = n
         where = f"{name}:{n}"
         if line.startswith(";"):
@@ -248,7 +249,7 @@ def _loads_mif(text: str, width: int | None, depth: int | None, name: str) -> tu
     words: list[int | None] = [None] * mdepth
     ended = False
     for n, line in lines:
-        where = f"{name}:{n}"
+        where, last = f"{name}:{n}", n
         if ended:
             raise MemImageError(f"{where}: unexpected text after 'END;': {line!r}")
         if re.fullmatch(r"END\s*;", line, re.I):

@@ -117,7 +117,7 @@ def pack_fields(columns: Sequence, widths: Sequence[int]) -> list[int]:
     """
     if len(columns) != len(widths):
         raise ValueError(f"columns must have one entry per width ({len(widths)}), not {len(columns)}")
-    widths = [_int_in(w, "field width", 0) for w in widths]
+    widths = [_int_in(w, "field width", 0, 64) for w in widths]
     cols = [_codes_u64(c, w, f"field {i}").ravel() for i, (c, w) in enumerate(zip(columns, widths))]
     if not cols:
         return []

@@ -1,1 +1,77 @@
-"""Quantizers: float32 torch models → integer IR networks."""
+"""Quantizers: float32 torch MLPs → integer IR networks.
+
+Public API
+----------
+``quantize(model, method, weight_bits=None, act_bits=None, calib_data=None, *, qat=False,
+train_data=None, qat_epochs=3, seed=0, **opts) -> Network``
+    One call for every post-training method, optionally with quantization-aware
+    fine-tuning (``qat=True`` with ``train_data=(x_uint8, y)``). ``calib_data`` is uint8
+    pixels (a few thousand training images is plenty). The returned
+    :class:`~lowbit.sw.ir.Network`'s golden-model accuracy is the method's accuracy.
+``make_plan(model, method, weight_bits, act_bits, calib_data, **opts) -> QuantPlan``
+``METHODS``           name → module for the IR-producing post-training methods
+``wage``              :func:`lowbit.sw.quant.wage.train_wage` trains a WAGE network, then
+                      :func:`~lowbit.sw.quant.wage.export_wage` gives its IR
+``minifloat``         custom narrow floats (emulation, no IR) and Hill et al.'s fast
+                      precision search
+
+Methods and their options (``opts``):
+
+============  ==========  ========  ==============================================
+method        weights     acts      options
+============  ==========  ========  ==============================================
+``pow2``      s2..s16     u1..u16   —  (shift-only requantization)
+``scaled``    s2..s16     u1..u16   ``granularity`` channel|layer, ``multiplier_bits``
+``dfp``       s2..s16     u1..u16   —  (shift-only requantization)
+``ternary``   ternary     u1..u16   ``cluster`` 1|4|16|64|layer, ``multiplier_bits``
+``binary``    bipolar     bipolar   ``multiplier_bits`` (act_bits ≥ 2: unsigned)
+                          or u2..
+============  ==========  ========  ==============================================
+"""
+
+from __future__ import annotations
+
+from . import binary, dfp, pow2, scaled, ternary
+from .core import QuantError, QuantPlan, export_network
+
+__all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "QuantError", "DEFAULT_BITS"]
+
+METHODS = {"pow2": pow2, "scaled": scaled, "dfp": dfp, "ternary": ternary, "binary": binary}
+ALL_METHODS = (*METHODS, "wage", "minifloat")
+# (weight_bits, act_bits) when not given
+DEFAULT_BITS = {"pow2": (4, 4), "scaled": (4, 4), "dfp": (8, 8), "ternary": (2, 8), "binary": (1, 1)}
+
+
+def _module(method: str):
+    if method in ("wage", "minifloat"):
+        raise QuantError(f"method {method!r} is not a post-training quantizer: use "
+                         f"{'lowbit.sw.quant.wage.train_wage' if method == 'wage' else 'lowbit.sw.quant.minifloat'}"
+                         f" (CLI: lowbit quantize --method {method})")
+    if method not in METHODS:
+        raise QuantError(f"method must be one of {', '.join(ALL_METHODS)}, not {method!r}")
+    return METHODS[method]
+
+
+def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=None, **opts) -> QuantPlan:
+    mod = _module(method)
+    if calib_data is None:
+        raise QuantError("calib_data must be uint8 pixels of a few hundred or more images, not None")
+    dw, da = DEFAULT_BITS[method]
+    return mod.plan(model, dw if weight_bits is None else weight_bits, da if act_bits is None else act_bits,
+                    calib_data, **opts)
+
+
+def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, qat: bool = False,
+             train_data=None, qat_epochs: int = 3, seed: int = 0, progress: bool = True, name: str | None = None,
+             **opts):
+    """Quantize a float MLP to the integer IR (see the module docstring)."""
+    plan = make_plan(model, method, weight_bits, act_bits, calib_data, **opts)
+    if qat:
+        from .qat import qat_finetune
+
+        if train_data is None:
+            raise QuantError("qat=True needs train_data=(x_uint8, labels), not None")
+        model = qat_finetune(model, plan, *train_data, epochs=qat_epochs, seed=seed, progress=progress)
+        plan.metadata.update(qat=True, qat_epochs=qat_epochs)
+    wb, ab = plan.metadata["weight_bits"], plan.metadata["act_bits"]
+    return export_network(model, plan, name or f"{method}_w{wb}a{ab}{'_qat' if qat else ''}")

@@ -1,0 +1,51 @@
+"""binary: bipolar weights (W1A*), and W1A1 with bipolar activations as in FINN.
+
+Weights become ``sign(W)·α`` with ``α = mean|W|`` per output channel (per layer for the
+last layer). With ``act_bits = 1`` the activations are bipolar too: the input is
+``pixel >= 128``, and each hidden unit outputs ``+1`` when its pre-activation reaches the
+threshold ``c/2`` of a ``{0, c}`` ReLU quantizer (``c`` fitted to calibration data); that
+threshold becomes the integer bias, so the requantizer only takes a sign (FINN's
+XNOR-popcount-threshold). With ``act_bits ≥ 2`` activations are ``u{b}`` with a real
+scale and per-channel multiplier requantization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formats import IntFormat
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, mse_scale)
+from .scaled import real_act_scale
+
+NAME = "binary"
+WEIGHT_BITS = (1, 1)
+ACT_BITS = (1, 16)
+
+
+def binarize(w: np.ndarray, per_channel: bool) -> WeightQuant:
+    alpha = np.abs(w).mean(1) if per_channel else np.full(w.shape[0], np.abs(w).mean())
+    return WeightQuant("bipolar", IntFormat.bipolar(), np.maximum(alpha, 1e-12))
+
+
+def bipolar_act(a: np.ndarray) -> ActSpec:
+    amax = float(np.max(a)) or 1.0
+    c = mse_scale(a, 0, 1, amax * np.linspace(0.02, 1.0, 50))
+    return ActSpec("bipolar", 1, c / 2, c / 2)
+
+
+def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, multiplier_bits: int = 16) -> QuantPlan:
+    if weight_bits is not None:
+        check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (binary weights take 1 bit)")
+    ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
+    mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
+    params = model.layer_params()
+    acts_f = calibration_activations(model, calib)
+    a_in, transform = input_spec(ab, bipolar=ab == 1)
+    wqs, acts = [], []
+    for i, (w, _) in enumerate(params):
+        last = i == len(params) - 1
+        wqs.append(binarize(w, not last))
+        if not last:
+            acts.append(bipolar_act(acts_f[i]) if ab == 1 else ActSpec("uint", ab, real_act_scale(acts_f[i], ab)))
+    return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,
+                     {"method": NAME, "weight_bits": 1, "act_bits": ab})

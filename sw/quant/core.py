@@ -1,0 +1,308 @@
+"""Shared machinery of the quantizers: plans, fake quantization and export to the IR.
+
+A quantizer turns a float MLP into a :class:`QuantPlan`: for every layer a frozen weight
+quantizer (integer grid, format and real scale per layer or per output channel) and for
+every layer boundary an activation spec (format and real scale). The plan then
+
+* runs a **fake-quantized** torch forward pass (:func:`fake_forward`) whose values are
+  the integers of the hardware times their scales, with straight-through gradients, so
+  the same plan serves post-training quantization and quantization-aware training;
+* **exports** the integer IR (:func:`export_network`): integer weights, biases in the
+  accumulator scale, and requantization by shift only (all scales powers of two) or by
+  an integer multiplier of ``multiplier_bits`` bits plus a shift.
+
+Real-valued conventions: the model input is ``pixels / 256``. An activation integer
+``q`` stands for ``scale * q + offset``: unsigned formats have offset 0 (ReLU, clip at
+``2^b - 1``); a bipolar activation ``±1`` stands for ``{0, c}`` (``scale = offset = c/2``),
+i.e. a 1-bit ReLU quantizer whose threshold ``c/2`` becomes the integer bias. The last
+layer keeps one weight scale for all outputs, so argmax over its raw accumulators is
+argmax over the float logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..formats import IntFormat, Kind
+from ..ir import DenseLayer, InputTransform, Network
+from ..requant import MAX_SHIFT, RequantParams
+
+__all__ = ["ActSpec", "WeightQuant", "QuantPlan", "fake_forward", "export_network", "input_spec",
+           "calibration_activations", "multiplier_shift", "mse_scale", "pow2_mse_scale", "ste_round",
+           "check_bits", "QuantError"]
+
+
+class QuantError(ValueError):
+    """Bad quantizer parameters (method, bit widths, options)."""
+
+
+def check_bits(method: str, name: str, value, lo: int, hi: int, hint: str = "") -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise QuantError(f"{name} for method {method!r} must be an integer in {lo}..{hi}, not {value!r}{hint}")
+    return int(value)
+
+
+# ---- activations ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActSpec:
+    """Format of the integers between two layers and the real value of one step.
+
+    ``kind`` is ``"uint"`` (``bits`` ≥ 1, ReLU) or ``"bipolar"`` (±1 standing for {0, c}).
+    """
+
+    kind: str
+    bits: int
+    scale: float
+    offset: float = 0.0
+
+    @property
+    def fmt(self) -> IntFormat:
+        return IntFormat.bipolar() if self.kind == "bipolar" else IntFormat.unsigned(self.bits)
+
+    @property
+    def qmax(self) -> int:
+        return 1 if self.kind == "bipolar" else (1 << self.bits) - 1
+
+    def fake(self, z: torch.Tensor) -> torch.Tensor:
+        """Quantize pre-activations ``z`` (real) the way the requantizer does; STE gradient.
+
+        Both kinds are a ReLU quantizer onto ``{0, step, …, qmax·step}`` with ties rounded
+        up (the requantizer's ``half_up``); the gradient passes where ``z`` is in range.
+        """
+        step = 2 * self.scale if self.kind == "bipolar" else self.scale
+        # bipolar: z − c/2 is a multiple of s_acc and hits 0 exactly often (sums of ±1);
+        # a tiny margin keeps float32 round-off from flipping those ties
+        eps = 1e-4 if self.kind == "bipolar" else 0.0
+        zc = torch.clamp(z, 0.0, step * self.qmax)
+        q = torch.clamp(torch.floor(zc / step + 0.5 + eps), 0, self.qmax) * step
+        return zc + (q - zc).detach()
+
+
+def input_spec(act_bits: int, bipolar: bool = False) -> tuple[ActSpec, InputTransform]:
+    """The first layer's input: ``pixel >> (8 - b)`` (unsigned) or ``pixel >= 128`` (bipolar).
+
+    The float model sees ``pixel / 256``; ``pixel >> (8 - b)`` times ``2^(8-b) / 256`` is that
+    value truncated to b bits. A bipolar input stands for {0, 1}.
+    """
+    if bipolar:
+        return ActSpec("bipolar", 1, 0.5, 0.5), InputTransform("threshold", 128)
+    b = min(int(act_bits), 8)
+    return ActSpec("uint", b, 2.0 ** (8 - b) / 256.0), InputTransform("shift", 8 - b)
+
+
+# ---- weights ---------------------------------------------------------------------------
+@dataclass
+class WeightQuant:
+    """A frozen weight quantizer: ``W ≈ scale[:, None] * q`` with ``q`` on an integer grid.
+
+    ``kind`` is ``"int"`` (round and clip to ``[qmin, qmax]``), ``"ternary"`` (``q = sign(W)``
+    where ``|W| > threshold`` per channel, else 0) or ``"bipolar"`` (``q = sign(W)``, 0 → +1).
+    ``scale`` and ``threshold`` are per output channel (length ``out``).
+    """
+
+    kind: str
+    fmt: IntFormat
+    scale: np.ndarray
+    threshold: np.ndarray | None = None
+
+    def integers(self, w: torch.Tensor) -> torch.Tensor:
+        s = torch.as_tensor(self.scale, dtype=w.dtype)[:, None]
+        if self.kind == "int":
+            return torch.clamp(torch.round(w / s), self.fmt.min, self.fmt.max)
+        if self.kind == "ternary":
+            t = torch.as_tensor(self.threshold, dtype=w.dtype)[:, None]
+            return torch.sign(w) * (w.abs() > t)
+        if self.kind == "bipolar":
+            return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        raise AssertionError(self.kind)
+
+    def fake(self, w: torch.Tensor) -> torch.Tensor:
+        """``scale * q`` with a straight-through gradient to ``w``."""
+        q = self.integers(w) * torch.as_tensor(self.scale, dtype=w.dtype)[:, None]
+        return w + (q - w).detach()
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def mse_scale(x: np.ndarray, qmin: int, qmax: int, candidates: np.ndarray) -> float:
+    """The candidate scale minimising ``‖x − s·clip(round(x/s))‖²``."""
+    x = np.asarray(x, np.float64).ravel()
+    if x.size > 200_000:  # a fixed subsample keeps calibration fast and deterministic
+        x = x[np.linspace(0, x.size - 1, 200_000).astype(np.int64)]
+    best, best_err = float(candidates[0]), math.inf
+    for s in candidates:
+        if s <= 0:
+            continue
+        err = float(np.sum((x - s * np.clip(np.round(x / s), qmin, qmax)) ** 2))
+        if err < best_err:
+            best, best_err = float(s), err
+    return best
+
+
+def pow2_mse_scale(x, qmin: int, qmax: int, min_scale: float = 0.0) -> float:
+    """Power-of-two scale ``≥ min_scale`` minimising the quantization error of ``x``."""
+    amax = float(np.max(np.abs(x))) if np.size(x) else 0.0
+    if amax == 0:
+        return max(min_scale, 2.0 ** -8)
+    top = math.ceil(math.log2(amax / max(qmax, 1))) + 1
+    cands = np.array([2.0 ** k for k in range(top - 8, top + 1) if 2.0 ** k >= min_scale * (1 - 1e-12)])
+    if cands.size == 0:
+        return float(min_scale)
+    return mse_scale(x, qmin, qmax, cands)
+
+
+# ---- the plan --------------------------------------------------------------------------
+@dataclass
+class QuantPlan:
+    """Everything needed to fake-quantize or export a float MLP.
+
+    Attributes
+    ----------
+    weights : list of WeightQuant, one per layer
+    acts : list of ActSpec, one per hidden layer output
+    input : ActSpec
+    transform : InputTransform
+    requant : ``"shift"`` or ``"multiplier"``
+    multiplier_bits : int
+    metadata : dict
+        Method, options and reports (e.g. multiplier error), copied into the IR.
+    """
+
+    weights: list
+    acts: list
+    input: ActSpec
+    transform: InputTransform
+    requant: str = "multiplier"
+    multiplier_bits: int = 16
+    metadata: dict = field(default_factory=dict)
+
+
+def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tensor | None = None) -> torch.Tensor:
+    """Fake-quantized logits. ``pixels`` (uint8 values) give the exact integer input."""
+    if pixels is None:
+        pixels = torch.round(x * 256.0)
+    t = plan.transform
+    if t.kind == "shift":
+        xi = torch.floor(pixels / float(1 << t.amount))
+    elif t.kind == "threshold":
+        xi = torch.where(pixels >= t.amount, 1.0, -1.0)
+    else:
+        xi = torch.floor(pixels / float(1 << t.shift_amount)) - t.amount
+    h = plan.input.scale * xi + plan.input.offset
+    a_in = plan.input
+    n = len(model.linears)
+    for i, lin in enumerate(model.linears):
+        wq = plan.weights[i].fake(lin.weight)
+        h = torch.nn.functional.linear(h, wq) + _fake_bias(lin.bias, wq, a_in, plan.weights[i],
+                                                           plan.acts[i] if i < n - 1 else None)
+        if i < n - 1:
+            h = plan.acts[i].fake(h)
+            a_in = plan.acts[i]
+    return h
+
+
+def _fake_bias(b: torch.Tensor, wq: torch.Tensor, a_in: ActSpec, wquant: WeightQuant, a_out) -> torch.Tensor:
+    """The bias as the integer network sees it: rounded in the accumulator scale (STE).
+
+    Mirrors :func:`export_network`: ``z = s_acc·(acc + bias_int) (+ threshold)``.
+    """
+    s_acc = a_in.scale * torch.as_tensor(np.broadcast_to(wquant.scale, (b.shape[0],)).copy(), dtype=b.dtype)
+    off = a_in.offset * wq.detach().sum(1)
+    if a_out is not None and a_out.kind == "bipolar":
+        t = a_out.offset
+        exact = s_acc * torch.floor((b.detach() + off - t) / s_acc) + t - off
+    else:
+        exact = s_acc * torch.floor((b.detach() + off) / s_acc + 0.5) - off
+    return b + (exact - b).detach()
+
+
+def multiplier_shift(r: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Integers ``m < 2^bits`` and shifts ``s ≤ 48`` with ``m / 2^s ≈ r`` (per entry).
+
+    Returns ``(m, s, max_relative_error)``. The shift is the largest that keeps ``m``
+    within ``bits`` bits, which gives the smallest error.
+    """
+    r = np.atleast_1d(np.asarray(r, np.float64))
+    if np.any(r <= 0):
+        raise QuantError("requantization ratios must be positive")
+    limit = (1 << bits) - 1
+    s = np.floor(np.log2(limit / r)).astype(np.int64)
+    s = np.clip(s, 0, MAX_SHIFT)
+    m = np.round(r * 2.0 ** s).astype(np.int64)
+    over = m > limit
+    s[over] -= 1
+    m[over] = np.round(r[over] * 2.0 ** s[over]).astype(np.int64)
+    if np.any(s < 0) or np.any(m > limit):
+        raise QuantError(f"a requantization ratio {float(r.max()):.4g} needs more than {bits} multiplier bits")
+    err = float(np.max(np.abs(m / 2.0 ** s - r) / r))
+    return m, s, err
+
+
+def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
+    """The integer IR of ``model`` under ``plan`` (see the module docstring)."""
+    layers = []
+    a_in = plan.input
+    mult_err = 0.0
+    params = model.layer_params()
+    n = len(params)
+    for i, (w, b) in enumerate(params):
+        wq = plan.weights[i]
+        q = wq.integers(torch.as_tensor(w)).numpy().astype(np.int64)
+        sw = np.broadcast_to(np.asarray(wq.scale, np.float64), (w.shape[0],))
+        s_acc = a_in.scale * sw
+        # an activation offset (bipolar {0, c}) is a constant input: fold W·offset into the bias
+        b_eff = b + a_in.offset * (q * sw[:, None]).sum(1)
+        lname = f"fc{i}"
+        if i == n - 1:
+            if not np.allclose(sw, sw[0]):
+                raise QuantError("the last layer needs one weight scale for all outputs (argmax of raw logits)")
+            bias = np.floor(b_eff / s_acc + 0.5).astype(np.int64)
+            layers.append(DenseLayer(q, wq.fmt, a_in.fmt, bias, None, lname))
+            break
+        a_out = plan.acts[i]
+        if a_out.kind == "bipolar":
+            # +1 iff s_acc·(acc + b_eff/s_acc) ≥ threshold c/2 ⇔ acc + floor((b_eff − c/2)/s_acc) ≥ 0
+            bias = np.floor((b_eff - a_out.offset) / s_acc).astype(np.int64)
+            rq = RequantParams(a_out.fmt, 0, None, "floor", False)
+        else:
+            bias = np.floor(b_eff / s_acc + 0.5).astype(np.int64)
+            r = s_acc / a_out.scale
+            if plan.requant == "shift":
+                s = -np.log2(r)
+                si = np.round(s).astype(np.int64)
+                if not np.allclose(s, si) or si.min() < 0:
+                    raise QuantError(f"layer {lname}: shift-only requantization needs ratios 2^-s with s ≥ 0, "
+                                     f"got {r.min():.4g}..{r.max():.4g}")
+                shift = si[0] if np.all(si == si[0]) else si
+                rq = RequantParams(a_out.fmt, np.int64(shift) if np.ndim(shift) == 0 else shift, None,
+                                   "half_up", True)
+            else:
+                if np.allclose(r, r[0], rtol=0, atol=0):
+                    m, s, err = multiplier_shift(r[:1], plan.multiplier_bits)
+                    m, s = m[0], s[0]
+                else:
+                    m, s, err = multiplier_shift(r, plan.multiplier_bits)
+                mult_err = max(mult_err, err)
+                rq = RequantParams(a_out.fmt, s, m, "half_up", True)
+        layers.append(DenseLayer(q, wq.fmt, a_in.fmt, bias, rq, lname))
+        a_in = a_out
+    meta = dict(plan.metadata)
+    if plan.requant == "multiplier":
+        meta["multiplier_bits"] = plan.multiplier_bits
+        meta["multiplier_max_rel_error"] = mult_err
+    return Network(layers, plan.transform, name, meta)
+
+
+@torch.no_grad()
+def calibration_activations(model, pixels) -> list[np.ndarray]:
+    """Float post-ReLU activations of each hidden layer on calibration pixels."""
+    from ..train import to_input
+
+    model.eval()
+    return [a.numpy().astype(np.float64) for a in model.hidden_activations(to_input(pixels))[:-1]]

@@ -1,0 +1,53 @@
+"""pow2: uniform symmetric b-bit weights and activations with power-of-two scales.
+
+Every scale is a power of two, so the requantization ``s_in·s_w / s_out`` is ``2^-s``: a
+right shift and a clip, no multiplier (Mauch & Yang's "3-bit integers with binary shift
+and clipping"). Weight scales are chosen per layer to minimise the weight quantization
+error; activation scales minimise the error on calibration activations, and are never
+below ``s_in·s_w`` so that every shift is ≥ 0.
+
+Weights are two's complement ``s{b}`` (b = 2..16), activations unsigned ``u{b}``
+(b = 1..16) after ReLU; the input is ``pixel >> (8 - min(b, 8))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formats import IntFormat
+from .core import ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, pow2_mse_scale
+
+NAME = "pow2"
+WEIGHT_BITS = (2, 16)
+ACT_BITS = (1, 16)
+HINT = " (1-bit weights: method 'binary'; ternary weights: method 'ternary')"
+
+
+def weight_scale(w, fmt: IntFormat) -> float:
+    return pow2_mse_scale(w, fmt.min, fmt.max)
+
+
+def act_scale(a, bits: int, min_scale: float) -> float:
+    return pow2_mse_scale(a, 0, (1 << bits) - 1, min_scale)
+
+
+def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, method: str = NAME,
+         weight_scale=weight_scale, act_scale=act_scale) -> QuantPlan:
+    """Build the plan (see the module docstring); ``calib`` are uint8 pixels."""
+    wb = check_bits(method, "weight_bits", weight_bits, *WEIGHT_BITS, HINT)
+    ab = check_bits(method, "act_bits", act_bits, *ACT_BITS)
+    params = model.layer_params()
+    acts_f = calibration_activations(model, calib)
+    a_in, transform = input_spec(ab)
+    input_act = a_in
+    wqs, acts = [], []
+    for i, (w, _) in enumerate(params):
+        fmt = IntFormat.signed(wb)
+        sw = weight_scale(w, fmt)
+        wqs.append(WeightQuant("int", fmt, np.full(w.shape[0], sw)))
+        if i < len(params) - 1:
+            spec = ActSpec("uint", ab, act_scale(acts_f[i], ab, a_in.scale * sw))
+            acts.append(spec)
+            a_in = spec
+    return QuantPlan(wqs, acts, input_act, transform, "shift", 0,
+                     {"method": method, "weight_bits": wb, "act_bits": ab})

@@ -1,0 +1,38 @@
+"""Quantization-aware training with a straight-through estimator (Su et al.).
+
+The plan of a post-training method (pow2, scaled, dfp, ternary, binary) is built once on
+the float32 model: weight scales, ternary thresholds and activation scales are frozen.
+A copy of the model is then fine-tuned through :func:`~lowbit.sw.quant.core.fake_forward`:
+the forward pass computes exactly the integer network's values (times their scales),
+the backward pass lets gradients through the rounding wherever the value lies inside the
+clip range. The fine-tuned weights are exported with the same plan, so the integer IR
+realises what was trained.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .core import QuantPlan, fake_forward
+
+__all__ = ["qat_finetune", "DEFAULT_QAT_EPOCHS"]
+
+DEFAULT_QAT_EPOCHS = 3
+
+
+def qat_finetune(model, plan: QuantPlan, x_train, y_train, *, epochs: int = DEFAULT_QAT_EPOCHS, seed: int = 0,
+                 lr: float = 5e-4, batch_size: int = 128, progress: bool = True):
+    """Fine-tune a copy of ``model`` under ``plan``; returns the copy (``model`` is untouched)."""
+    from ..train import fit, set_threads
+
+    set_threads()
+    torch.manual_seed(int(seed))
+    m = copy.deepcopy(model)
+    # dropout would fight the fixed quantization grid at low precision: off during QAT
+    m.dropout.p = 0.0
+    fit(m, x_train, y_train, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+        desc=f"QAT {plan.metadata.get('method')}", progress=progress,
+        forward=lambda x: fake_forward(m, plan, x))
+    return m
