@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_CPU)" || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 	$(PY) -m pip install -q -e ".[test]"
-	@# Fashion-MNIST from Debian where apt works (root, Debian); otherwise lowbit falls back to digits.
-	-@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || echo "note: dataset-fashion-mnist not installed (apt failed); demos fall back to digits"; fi
+	@# From Debian where apt works (root): Fashion-MNIST (else lowbit falls back to digits) and
+	@# ccache (Verilator builds recompile the same runtime; without it they are ~6x slower).
+	-@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		pkgs=""; [ -d /usr/share/datasets/fashion-mnist ] || pkgs="$$pkgs dataset-fashion-mnist"; \
+		command -v ccache >/dev/null || pkgs="$$pkgs ccache"; \
+		[ -z "$$pkgs" ] || apt-get install -y -q $$pkgs >/dev/null 2>&1 || echo "note: apt could not install$$pkgs"; fi
 	touch $(STAMP)
 
 test: install

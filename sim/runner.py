@@ -36,6 +36,17 @@ def ensure_simulator(simulator: str) -> str:
         path = os.environ.get("PATH", "")
         if str(root / "bin") not in path.split(os.pathsep):
             os.environ["PATH"] = str(root / "bin") + os.pathsep + path
+        # The wheel's precompiled-header flag is empty, which breaks designs large enough to
+        # be split into several C++ files. cocotb runs make itself, so the fix travels as a
+        # command-line variable inside MAKEFLAGS, which make honours like one on its command line.
+        flag = "CFG_CXXFLAGS_PCH_I=-include"
+        flags = [flag]
+        if shutil.which("ccache"):
+            # Every build recompiles the same Verilator runtime; ccache makes the repeats free.
+            flags.append("OBJCACHE=ccache")
+        for f in flags:
+            if f not in os.environ.get("MAKEFLAGS", ""):
+                os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + f).strip()
         return str(binary)
     found = shutil.which("iverilog")
     if not found:
@@ -76,7 +87,7 @@ def run_testbench(*, verilog: list[Path], top: str, test_module: str, build_dir:
     build_args = []
     if simulator == "verilator":
         # Amaranth's Verilog trips width lint warnings; keep them visible but not fatal.
-        build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"]
+        build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
     log = build_dir / "build.log"
     t0 = time.perf_counter()
     runner.build(sources=[Path(v).resolve() for v in verilog], hdl_toplevel=top, build_dir=build_dir,

@@ -1,0 +1,211 @@
+"""WAGE: training with low-bit weights, activations, gradients and errors (Wu et al.).
+
+``k_W-k_A-k_G-k_E`` (default ``2-8-8-8``), after the paper:
+
+* ``Q(x, k) = clip(σ(k)·round(x/σ(k)), −1+σ(k), 1−σ(k))`` with ``σ(k) = 2^(1−k)``;
+* weights ``W ~ U(−L, L)``, ``L = max(L_min, √(6/n_in))``, ``L_min = 1.5·σ(k_W)``; the
+  forward pass uses ``Q(W, k_W)`` (2 bits: ``{−½, 0, ½}``);
+* batch norm is replaced by a **constant scaling layer** ``÷α``, ``α = max(2^round(log2
+  (L_min/√(6/n_in))), 1)``, a power of two;
+* activations ``Q(ReLU(z), k_A)`` (8-bit signed grid, so ``u{k_A−1}`` after ReLU), ties
+  rounded up as the requantizer does; straight-through gradient;
+* errors (gradients of activations) are rescaled by ``R(e) = 2^round(log2 max|e|)`` and
+  quantized to ``k_E`` bits on the way back;
+* weight gradients become ``σ(k_G)·sgn(n)·(⌊|n|⌋ + Bernoulli(|n| − ⌊|n|⌋))`` with
+  ``n = lr·g/R(g)`` (stochastic rounding), and ``W ← clip(W − ΔW, −1+σ(k_G), 1−σ(k_G))``.
+  The loss is cross-entropy on the last layer's scaled outputs (the paper uses SSE).
+
+Every scale is a power of two, so :func:`export_wage` gives an IR with shift-only
+requantization; its golden-model outputs equal the WAGE forward pass.
+
+Public API: ``train_wage(dataset_or_arrays, preset, bits="2-8-8-8", epochs, seed) ->
+(WageMLP, info)``, ``export_wage(model) -> Network``, ``parse_wage_bits("2-8-8-8")``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..formats import IntFormat
+from .core import ActSpec, QuantError, QuantPlan, WeightQuant, export_network, input_spec
+
+__all__ = ["WageMLP", "train_wage", "export_wage", "parse_wage_bits", "DEFAULT_WAGE_BITS"]
+
+DEFAULT_WAGE_BITS = (2, 8, 8, 8)
+
+
+def parse_wage_bits(text) -> tuple[int, int, int, int]:
+    """``"2-8-8-8"`` (or a 4-tuple) → ``(k_W, k_A, k_G, k_E)``, k_W in 2..8, others in 2..16."""
+    parts = text if isinstance(text, (tuple, list)) else str(text).split("-")
+    try:
+        k = tuple(int(p) for p in parts)
+    except ValueError:
+        k = ()
+    if len(k) != 4 or not 2 <= k[0] <= 8 or not all(2 <= v <= 16 for v in k[1:]):
+        raise QuantError(f"WAGE bits must be 'W-A-G-E' with W in 2..8 and A, G, E in 2..16 (e.g. 2-8-8-8), "
+                         f"not {text!r}")
+    return k
+
+
+def sigma(k: int) -> float:
+    return 2.0 ** (1 - k)
+
+
+def shift_pow2(x: float) -> float:
+    return 2.0 ** round(math.log2(x))
+
+
+def _q(x, k):
+    s = sigma(k)
+    return torch.clamp(torch.round(x / s) * s, -1 + s, 1 - s)
+
+
+class _ActQuant(torch.autograd.Function):
+    """Forward: Q_A after ReLU (ties up); backward: straight through in range, then Q_E."""
+
+    @staticmethod
+    def forward(ctx, z, k_a, k_e):
+        s = sigma(k_a)
+        ctx.save_for_backward((z >= 0) & (z <= 1 - s))
+        ctx.k_e = k_e
+        return torch.clamp(torch.floor(z / s + 0.5), 0, 2 ** (k_a - 1) - 1) * s
+
+    @staticmethod
+    def backward(ctx, e):
+        (mask,) = ctx.saved_tensors
+        e = e * mask
+        m = float(e.abs().max())
+        if m == 0:
+            return e, None, None
+        return _q(e / shift_pow2(m), ctx.k_e), None, None
+
+
+class _ErrQuant(torch.autograd.Function):
+    """Identity forward; quantize the error flowing back to the previous layer (Q_E)."""
+
+    @staticmethod
+    def forward(ctx, x, k_e):
+        ctx.k_e = k_e
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, e):
+        m = float(e.abs().max())
+        return (e if m == 0 else _q(e / shift_pow2(m), ctx.k_e)), None
+
+
+class WageMLP(nn.Module):
+    """An MLP trained the WAGE way (no biases, constant scaling layers)."""
+
+    def __init__(self, in_features: int, hidden, classes: int = 10, bits=DEFAULT_WAGE_BITS, seed: int = 0):
+        super().__init__()
+        self.bits = parse_wage_bits(bits)
+        k_w = self.bits[0]
+        sizes = [int(in_features), *map(int, hidden), int(classes)]
+        gen = torch.Generator().manual_seed(int(seed))
+        self.weights = nn.ParameterList()
+        self.alphas = []
+        l_min = 1.5 * sigma(k_w)
+        for a, b in zip(sizes, sizes[1:]):
+            l_std = math.sqrt(6.0 / a)
+            lim = max(l_min, l_std)
+            self.weights.append(nn.Parameter((torch.rand(b, a, generator=gen) * 2 - 1) * lim))
+            self.alphas.append(max(shift_pow2(l_min / l_std), 1.0))
+        self.arch = {"in_features": sizes[0], "hidden": sizes[1:-1], "classes": sizes[-1]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k_w, k_a, _, k_e = self.bits
+        n = len(self.weights)
+        for i, (w, alpha) in enumerate(zip(self.weights, self.alphas)):
+            wq = w + (_q(w, k_w) - w).detach()
+            z = nn.functional.linear(x, wq) / alpha
+            if i < n - 1:
+                x = _ActQuant.apply(z, k_a, k_e)
+            else:
+                x = z
+        return x
+
+    def layer_params(self):
+        """Effective float layers ``(Q(W)-ready W/α, zero bias)`` for :func:`export_network`."""
+        return [(w.detach().double().numpy() / a, np.zeros(w.shape[0])) for w, a in zip(self.weights, self.alphas)]
+
+
+def _wage_step(model: WageMLP, lr: float, gen: torch.Generator) -> None:
+    k_g = model.bits[2]
+    s = sigma(k_g)
+    with torch.no_grad():
+        for w in model.weights:
+            g = w.grad
+            m = float(g.abs().max())
+            if m == 0:
+                continue
+            n = lr * g / shift_pow2(m)
+            frac = n.abs() - n.abs().floor()
+            dw = s * torch.sign(n) * (n.abs().floor() + (torch.rand(n.shape, generator=gen) < frac).float())
+            w.sub_(dw).clamp_(-1 + s, 1 - s)
+            w.grad = None
+
+
+def train_wage(x_train, y_train, *, preset: str = "sfc", bits="2-8-8-8", epochs: int = 10, seed: int = 0,
+               lr: float = 4.0, batch_size: int = 128, classes: int = 10, progress: bool = True) -> WageMLP:
+    """Train a WAGE MLP from scratch on uint8 pixels (see the module docstring).
+
+    ``lr`` is WAGE's integer-valued learning rate, decayed to a quarter halfway and an
+    eighth at three quarters of the epochs.
+    """
+    from tqdm import tqdm
+
+    from ..train import PRESETS, set_threads, to_input
+
+    if preset not in PRESETS:
+        raise QuantError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    set_threads()
+    torch.manual_seed(int(seed))
+    x = to_input(x_train)
+    y = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
+    model = WageMLP(x.shape[1], PRESETS[preset], classes, bits, seed)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    loss_fn = nn.CrossEntropyLoss()
+    k_e = model.bits[3]
+    for epoch in range(epochs):
+        cur = lr * (1.0 if epoch < epochs / 2 else 0.25 if epoch < 3 * epochs / 4 else 0.125)
+        perm = torch.randperm(len(x), generator=gen)
+        bar = tqdm(range(0, len(x), batch_size), desc=f"WAGE {epoch + 1}/{epochs}", leave=False,
+                   disable=not progress or not sys.stderr.isatty())
+        for i in bar:
+            idx = perm[i:i + batch_size]
+            out = _ErrQuant.apply(model(x[idx]), k_e)
+            loss = loss_fn(out, y[idx])
+            loss.backward()
+            _wage_step(model, cur, gen)
+    model.eval()
+    return model
+
+
+def wage_plan(model: WageMLP) -> QuantPlan:
+    k_w, k_a, k_g, k_e = model.bits
+    fmt = IntFormat.ternary() if k_w == 2 else IntFormat.signed(k_w)
+    wqs = []
+    for w, alpha in zip(model.weights, model.alphas):
+        # Q(W, k_W)/α on the grid σ/α; clip at ±(1−σ) ⇔ integers ±(2^(k−1) − 1)
+        sc = sigma(k_w) / alpha
+        wq = WeightQuant("int", fmt, np.full(w.shape[0], sc))
+        if k_w > 2:
+            wq.fmt = IntFormat.signed(k_w)
+        wqs.append(wq)
+    a_in, transform = input_spec(8)
+    acts = [ActSpec("uint", k_a - 1, sigma(k_a)) for _ in range(len(wqs) - 1)]
+    return QuantPlan(wqs, acts, a_in, transform, "shift", 0,
+                     {"method": "wage", "wage_bits": "-".join(map(str, model.bits)), "weight_bits": k_w,
+                      "act_bits": k_a, "alphas": list(model.alphas)})
+
+
+def export_wage(model: WageMLP, name: str | None = None):
+    """The integer IR of a trained WAGE MLP (shift-only requantization)."""
+    net = export_network(model, wage_plan(model), name or f"wage_{'-'.join(map(str, model.bits))}")
+    return net
