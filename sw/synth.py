@@ -22,7 +22,7 @@ _XILINX_LUTS = ("opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean
                 "xilinx_srl -fixed -minlen 3; techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v "
                 "-D LUT_WIDTH=6; xilinx_dffopt; opt_lut_ins -tech xilinx")
 SYNTH_COMMANDS = {
-    "ice40": "synth_ice40 -top {top} -flatten",
+    "ice40": "synth_ice40 -top {top} -flatten -dsp",  # SB_MAC16 blocks, as on the UP5K
     "ecp5": "synth_ecp5 -top {top} -flatten -noabc9",
     "xilinx": ("synth_xilinx -top {top} -family xc7 -flatten -noiopad -run :map_luts; " + _XILINX_LUTS
                + "; synth_xilinx -top {top} -family xc7 -flatten -noiopad -run finalize:check"),

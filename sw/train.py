@@ -46,8 +46,9 @@ class CheckpointError(ValueError):
 
 
 def set_threads(n: int | None = None) -> None:
-    """Use at most 2 threads: the machines are shared (and results stay reproducible)."""
-    torch.set_num_threads(int(n or min(2, os.cpu_count() or 1)))
+    """One thread unless ``n`` or ``$LOWBIT_THREADS`` says otherwise: on shared 2-core machines
+    more threads spin against other jobs and run many times slower."""
+    torch.set_num_threads(int(n or os.environ.get("LOWBIT_THREADS", 1)))
 
 
 def to_input(pixels) -> torch.Tensor:

@@ -1,0 +1,114 @@
+"""Post-training quantizers: the exported IR's golden run is what the plan computes."""
+
+import numpy as np
+import pytest
+import torch
+
+from lowbit.sw.datasets import load_dataset
+from lowbit.sw.golden import run_network
+from lowbit.sw.ir import Network
+from lowbit.sw.quant import QuantError, make_plan, quantize
+from lowbit.sw.quant.core import export_network, fake_forward, multiplier_shift
+from lowbit.sw.train import evaluate, train_mlp
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ds = load_dataset("digits")
+    model, info = train_mlp("tfc", ds, epochs=10, seed=0, batch_size=32, progress=False)
+    return ds, model, info["test_accuracy"]
+
+
+def golden_acc(net, ds):
+    return float(np.mean(run_network(net, ds.x_test, raw_pixels=True).classes == ds.y_test))
+
+
+def fake_classes(model, plan, ds):
+    with torch.no_grad():
+        return fake_forward(model, plan, None, pixels=torch.as_tensor(ds.x_test, dtype=torch.float32)).argmax(1).numpy()
+
+
+CASES = [("pow2", 8, 8, {}, 0.02), ("pow2", 4, 4, {}, 0.05), ("dfp", 8, 8, {}, 0.03),
+         ("scaled", 4, 4, {"granularity": "channel"}, 0.05), ("scaled", 4, 4, {"granularity": "layer"}, 0.06),
+         ("ternary", 2, 8, {"cluster": 4}, 0.10), ("binary", 1, 4, {}, 0.25), ("binary", 1, 1, {}, 0.6)]
+
+
+@pytest.mark.parametrize("method,wb,ab,opts,max_loss", CASES)
+def test_method_ir_matches_plan(setup, method, wb, ab, opts, max_loss):
+    ds, model, base = setup
+    calib = ds.x_train[:500]
+    plan = make_plan(model, method, wb, ab, calib, **opts)
+    net = export_network(model, plan, name=f"{method}_w{plan.metadata['weight_bits']}a{ab}")
+    res = run_network(net, ds.x_test, raw_pixels=True)
+    agree = np.mean(fake_classes(model, plan, ds) == res.classes)
+    # shift-only methods are exact; multipliers round the ratio to 16 bits
+    assert agree >= (1.0 if plan.requant == "shift" else 0.99)
+    acc = float(np.mean(res.classes == ds.y_test))
+    assert acc >= base - max_loss
+    assert net.layers[-1].requant is None
+    assert all(l.requant.relu or l.requant.out_format.kind.value == "bipolar" for l in net.layers[:-1])
+    assert quantize(model, method, wb, ab, calib, **opts).to_header() == net.to_header()
+
+
+def test_pow2_is_shift_only(setup):
+    ds, model, _ = setup
+    net = quantize(model, "pow2", 3, 3, ds.x_train[:500])
+    assert net.input.kind == "shift" and net.input.amount == 5
+    for l in net.layers[:-1]:
+        assert l.requant.multiplier is None and int(l.requant.shift) >= 0
+        assert str(l.weight_format) == "s3" and str(l.requant.out_format) == "u3"
+
+
+def test_scaled_multiplier_error_reported(setup):
+    ds, model, _ = setup
+    e16 = quantize(model, "scaled", 4, 4, ds.x_train[:500]).metadata["multiplier_max_rel_error"]
+    e4 = quantize(model, "scaled", 4, 4, ds.x_train[:500], multiplier_bits=4).metadata["multiplier_max_rel_error"]
+    assert e16 < 2 ** -14 and e16 < e4 <= 2 ** -3
+    m, s, err = multiplier_shift(np.array([0.3, 1.7]), 8)
+    assert np.all(m < 256) and err == pytest.approx(np.max(np.abs(m / 2.0 ** s - [0.3, 1.7]) / [0.3, 1.7]))
+
+
+@pytest.mark.parametrize("cluster,expected", [(1, 64), (4, 16), (16, 4), (64, 1), ("layer", 1)])
+def test_ternary_clusters(setup, cluster, expected):
+    ds, model, _ = setup
+    net = quantize(model, "ternary", None, 8, ds.x_train[:500], cluster=cluster)
+    assert str(net.layers[0].weight_format) == "ternary"
+    assert len(np.unique(net.layers[0].requant.multiplier)) <= expected
+    t = net.metadata["ternary"]
+    assert t["cluster"] == cluster and 0.98 < t["mults_replaced_share"] < 1
+
+
+def test_binary_w1a1_is_bipolar(setup):
+    ds, model, _ = setup
+    net = quantize(model, "binary", 1, 1, ds.x_train[:500])
+    assert net.input.kind == "threshold" and net.input.amount == 128
+    assert all(str(l.weight_format) == "bipolar" for l in net.layers)
+    assert all(str(l.in_format) == "bipolar" for l in net.layers)
+
+
+def test_ir_save_load(setup, tmp_path):
+    ds, model, _ = setup
+    net = quantize(model, "scaled", 3, 3, ds.x_train[:500])
+    net2 = Network.load(net.save(tmp_path / "n.npz"))
+    assert golden_acc(net2, ds) == golden_acc(net, ds)
+
+
+@pytest.mark.parametrize("call,message", [
+    (dict(method="nope"), "method must be one of pow2, scaled, dfp, ternary, binary, wage, minifloat, not 'nope'"),
+    (dict(method="pow2", weight_bits=1), "weight_bits for method 'pow2' must be an integer in 2..16, not 1 "
+                                         "(1-bit weights: method 'binary'"),
+    (dict(method="pow2", act_bits=17), "act_bits for method 'pow2' must be an integer in 1..16, not 17"),
+    (dict(method="scaled", granularity="row"), "granularity for method 'scaled' must be one of channel, layer, not 'row'"),
+    (dict(method="scaled", multiplier_bits=20), "multiplier_bits for method 'scaled' must be an integer in 2..16, not 20"),
+    (dict(method="ternary", weight_bits=3), "weight_bits for method 'ternary' must be an integer in 2..2, not 3"),
+    (dict(method="ternary", cluster="x"), "cluster for method 'ternary' must be a positive integer"),
+    (dict(method="binary", weight_bits=2), "weight_bits for method 'binary' must be an integer in 1..1, not 2"),
+    (dict(method="wage"), "method 'wage' is not a post-training quantizer"),
+])
+def test_bad_parameters(setup, call, message):
+    ds, model, _ = setup
+    call = dict(call)
+    method = call.pop("method")
+    with pytest.raises(QuantError) as e:
+        quantize(model, method, calib_data=ds.x_train[:100], **call)
+    assert message in str(e.value)
