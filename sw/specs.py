@@ -63,6 +63,9 @@ class MacArraySpec:
         Most beats accumulated into one output (the column fold); sets the width bound.
     acc_bits : int or None
         Accumulator width; ``None`` takes the worst-case bound. Narrower is refused.
+    known_range : (int, int) or None
+        Exact accumulator range over the *actual* weights of a layer (see
+        :func:`lowbit.sw.ir.accumulator_range`); replaces the all-weights worst case.
     """
 
     pe: int
@@ -71,9 +74,15 @@ class MacArraySpec:
     act_format: IntFormat
     beats: int = 1
     acc_bits: int | None = None
+    known_range: tuple[int, int] | None = None
 
     def __post_init__(self):
         _positive_int(self.pe, "pe", MAX_LANES)
+        if self.known_range is not None:
+            lo, hi = (int(v) for v in self.known_range)
+            if lo > hi:
+                raise ValueError(f"known_range must be (lo, hi) with lo <= hi, not {self.known_range!r}")
+            object.__setattr__(self, "known_range", (lo, hi))
         _positive_int(self.simd, "simd", MAX_LANES)
         _positive_int(self.beats, "beats", 1 << 20)
         object.__setattr__(self, "weight_format", parse_format(self.weight_format, name="weight_format"))
@@ -90,13 +99,16 @@ class MacArraySpec:
                 raise ValueError(f"acc_bits must be an integer in {bound}..64, not {a!r}")
             if a < bound:
                 lo, hi = self.acc_range
+                what = ("these weights" if self.known_range is not None else f"{self.weight_format} weights")
                 raise ValueError(
-                    f"acc_bits must be at least {bound} for {self.weight_format} weights × "
+                    f"acc_bits must be at least {bound} for {what} × "
                     f"{self.act_format} activations over {self.simd * self.beats} terms "
                     f"(worst case {lo}..{hi}), not {a}")
 
     @property
     def acc_range(self) -> tuple[int, int]:
+        if self.known_range is not None:
+            return self.known_range
         lo, hi = _product_range(self.weight_format, self.act_format)
         n = self.simd * self.beats
         return lo * n, hi * n
@@ -126,11 +138,15 @@ class MacArraySpec:
     def to_json(self) -> dict:
         d = asdict(self)
         d["weight_format"], d["act_format"] = str(self.weight_format), str(self.act_format)
+        d["known_range"] = None if self.known_range is None else list(self.known_range)
         return d
 
     @classmethod
     def from_json(cls, d: dict | str) -> "MacArraySpec":
-        return cls(**(json.loads(d) if isinstance(d, str) else d))
+        d = dict(json.loads(d) if isinstance(d, str) else d)
+        if d.get("known_range") is not None:
+            d["known_range"] = tuple(d["known_range"])
+        return cls(**d)
 
 
 @dataclass(frozen=True)

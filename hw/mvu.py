@@ -1,0 +1,175 @@
+"""Matrix-vector unit: one dense layer folded onto a PE×SIMD MAC array (FINN's MVAU).
+
+Weights and per-channel parameters sit in memories initialised with exactly the packed
+images of :mod:`lowbit.sw.pack`; the testbench and the manifest check both against the
+same functions, so the hardware cannot hold different numbers than the files.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from lowbit.sw.fold import LayerFold
+from lowbit.sw.ir import DenseLayer
+from lowbit.sw.pack import ParamLayout, param_banks, weight_banks
+from lowbit.sw.specs import MacArraySpec, RequantSpec
+
+from .mac import MacArray
+from .requant import Requantizer
+
+__all__ = ["MatrixVectorUnit", "layer_specs"]
+
+
+def layer_specs(layer: DenseLayer, fold: LayerFold) -> tuple[MacArraySpec, RequantSpec | None, ParamLayout]:
+    """The block specs of a folded layer; accumulator width from the layer's actual weights."""
+    mac = MacArraySpec(pe=fold.pe, simd=fold.simd, weight_format=layer.weight_format,
+                       act_format=layer.in_format, beats=fold.sf, known_range=layer.acc_range)
+    params = ParamLayout.for_layer(layer)
+    rq = None
+    if layer.requant is not None:
+        rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
+                         bias_bits=params.bias_bits, mult_bits=params.mult_bits,
+                         shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
+                         relu=layer.requant.relu)
+    return mac, rq, params
+
+
+class MatrixVectorUnit(wiring.Component):
+    """A dense layer: SIMD-lane input beats in, PE-lane output beats out.
+
+    For each input vector (SF beats) the unit makes NF passes over it: the first pass
+    streams the beats from ``i`` into the MAC array and stores them in an input buffer;
+    later passes replay the buffer. Weight bank ``p`` at address ``nf·SF + sf`` feeds row
+    ``p``; parameter bank ``p`` at ``nf`` feeds requantizer lane ``p``. A hidden layer emits
+    output codes (``out_format`` bits per lane); the last layer (``requant=None``) emits
+    logits ``acc + bias`` (``acc_bits`` signed per lane).
+
+    Parameters
+    ----------
+    layer : DenseLayer
+    fold : LayerFold
+
+    Members
+    -------
+    i : ``In(stream.Signature(unsigned(simd·in_bits)))``
+    o : ``Out(stream.Signature(unsigned(pe·out_lane_bits)))``
+    """
+
+    def __init__(self, layer: DenseLayer, fold: LayerFold):
+        self._layer, self._fold = layer, fold
+        self._mac, self._rq, self._params = layer_specs(layer, fold)
+        out_bits = self.out_lane_bits
+        super().__init__({
+            "i": In(stream.Signature(unsigned(fold.simd * layer.in_format.bits))),
+            "o": Out(stream.Signature(unsigned(fold.pe * out_bits))),
+        })
+
+    @property
+    def out_lane_bits(self) -> int:
+        return self._rq.out_format.bits if self._rq else self._mac.acc_bits
+
+    @property
+    def mac_spec(self) -> MacArraySpec:
+        return self._mac
+
+    @property
+    def requant_spec(self) -> RequantSpec | None:
+        return self._rq
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, fold, spec = self._layer, self._fold, self._mac
+        NF, SF, PE = fold.nf, fold.sf, fold.pe
+        x_bits = fold.simd * layer.in_format.bits
+        m.submodules.mac = mac = MacArray(spec)
+
+        # ---- memories, initialised with the packed images ----
+        wbanks = weight_banks(layer, fold.pe, fold.simd)
+        pbanks = param_banks(layer, fold.pe, self._params)
+        wports, pports = [], []
+        for p in range(PE):
+            wmem = Memory(shape=unsigned(fold.simd * layer.weight_format.bits), depth=NF * SF, init=wbanks[p])
+            pmem = Memory(shape=unsigned(self._params.width), depth=NF, init=pbanks[p])
+            m.submodules[f"weights_{p}"] = wmem
+            m.submodules[f"params_{p}"] = pmem
+            wports.append(wmem.read_port())
+            pports.append(pmem.read_port(domain="comb"))
+
+        # ---- sequencer: (nf, sf) over the folded matrix, one beat per cycle ----
+        nf = Signal(range(max(NF, 2)))
+        sf = Signal(range(max(SF, 2)))
+        waddr = Signal(range(max(NF * SF, 2)))
+        s1_valid, s1_from_in, s1_last = Signal(), Signal(), Signal()
+        s1_x = Signal(x_bits)
+        s1_free = ~s1_valid | mac.i.ready
+        first_pass = nf == 0
+        advance = s1_free & (~first_pass | self.i.valid)
+        m.d.comb += self.i.ready.eq(s1_free & first_pass)
+        for port in wports:
+            m.d.comb += [port.addr.eq(waddr), port.en.eq(advance)]
+
+        replay_x = s1_x
+        if NF > 1:  # later passes replay the stored vector
+            ibuf = Memory(shape=unsigned(x_bits), depth=SF, init=[])
+            m.submodules.input_buffer = ibuf
+            wr, rd = ibuf.write_port(), ibuf.read_port()
+            m.d.comb += [wr.addr.eq(sf), wr.data.eq(self.i.payload), wr.en.eq(self.i.valid & self.i.ready),
+                         rd.addr.eq(sf), rd.en.eq(advance)]
+            replay_x = rd.data
+
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(1), s1_from_in.eq(first_pass), s1_x.eq(self.i.payload),
+                         s1_last.eq(sf == SF - 1)]
+            with m.If(sf == SF - 1):
+                m.d.sync += sf.eq(0)
+                with m.If(nf == NF - 1):
+                    m.d.sync += [nf.eq(0), waddr.eq(0)]
+                with m.Else():
+                    m.d.sync += [nf.eq(nf + 1), waddr.eq(waddr + 1)]
+            with m.Else():
+                m.d.sync += [sf.eq(sf + 1), waddr.eq(waddr + 1)]
+        with m.Elif(mac.i.ready):
+            m.d.sync += s1_valid.eq(0)
+
+        m.d.comb += [
+            mac.i.valid.eq(s1_valid),
+            mac.i.payload.x.eq(Mux(s1_from_in, s1_x, replay_x)),
+            mac.i.payload.w.eq(Cat(*(port.data for port in wports))),
+            mac.i.payload.last.eq(s1_last),
+        ]
+
+        # ---- per-channel parameters follow the output fold ----
+        nf_out = Signal(range(max(NF, 2)))
+        for port in pports:
+            m.d.comb += port.addr.eq(nf_out)
+        with m.If(mac.o.valid & mac.o.ready):
+            m.d.sync += nf_out.eq(Mux(nf_out == NF - 1, 0, nf_out + 1))
+        bb, mb, sb = self._params.widths
+
+        if self._rq is not None:
+            m.submodules.requant = rq = Requantizer(self._rq)
+            m.d.comb += [rq.i.valid.eq(mac.o.valid), mac.o.ready.eq(rq.i.ready)]
+            for p, port in enumerate(pports):
+                m.d.comb += [rq.i.payload.acc[p].eq(mac.o.payload[p]),
+                             rq.i.payload.bias[p].eq(port.data[:bb].as_signed()),
+                             rq.i.payload.shift[p].eq(port.data[bb + mb:bb + mb + sb] if sb else 0)]
+                if self._rq.mult_bits:
+                    m.d.comb += rq.i.payload.mult[p].eq(port.data[bb:bb + mb])
+            m.d.comb += [self.o.valid.eq(rq.o.valid), rq.o.ready.eq(self.o.ready),
+                         self.o.payload.eq(rq.o.payload.as_value())]
+        else:
+            # logits = acc + bias, one register stage like the requantizer
+            lane = self._mac.acc_bits
+            m.d.comb += mac.o.ready.eq(~self.o.valid | self.o.ready)
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            with m.If(mac.o.valid & mac.o.ready):
+                m.d.sync += self.o.valid.eq(1)
+                for p, port in enumerate(pports):
+                    total = Signal(signed(lane), name=f"logit_{p}")
+                    m.d.comb += total.eq(mac.o.payload[p] + port.data[:bb].as_signed())
+                    m.d.sync += self.o.payload[p * lane:(p + 1) * lane].eq(total)
+        return m

@@ -1,0 +1,156 @@
+"""The network top: every layer's matrix-vector unit chained by streams, argmax at the end.
+
+I/O protocol (also written into ``manifest.json`` by ``lowbit build``)
+-------------------------------------------------------------------
+``i`` (input stream): one image is ``in_features / SIMD_0`` beats; beat ``b`` carries inputs
+``b·SIMD_0 … b·SIMD_0 + SIMD_0 − 1`` of the first layer, already in its input format
+(lane k at bits ``[k·b, (k+1)·b)``; the host applies the IR's input transform to pixels).
+No end-of-image flag: the top counts beats.
+
+``o`` (output stream): one beat per image: ``cls`` (argmax, lowest index wins ties) and
+``logits`` (the last layer's ``acc + bias``, signed, lane j = output j).
+
+``stat_cycles``, ``stat_images``, ``stat_in_stalls``, ``stat_out_stalls``: 32-bit counters
+since reset (cycles; images delivered; cycles with input valid but not ready; cycles with
+output valid but not ready).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from lowbit.sw.fold import FoldPlan
+from lowbit.sw.ir import Network
+
+from .mvu import MatrixVectorUnit
+from .streams import WidthConverter
+
+__all__ = ["NetworkTop", "output_layout", "ArgmaxCollector"]
+
+STAT_BITS = 32
+
+
+def output_layout(classes: int, logit_bits: int) -> data.StructLayout:
+    return data.StructLayout({
+        "cls": unsigned(max(1, (classes - 1).bit_length())),
+        "logits": data.ArrayLayout(signed(logit_bits), classes),
+    })
+
+
+class ArgmaxCollector(wiring.Component):
+    """Collect NF beats of PE logits into one output beat with the class index.
+
+    Strictly-greater comparisons in index order make the lowest index win ties, as
+    :func:`lowbit.sw.golden.argmax_lowest` does.
+    """
+
+    def __init__(self, classes: int, pe: int, logit_bits: int):
+        self.classes, self.pe, self.logit_bits = classes, pe, logit_bits
+        super().__init__({
+            "i": In(stream.Signature(unsigned(pe * logit_bits))),
+            "o": Out(stream.Signature(output_layout(classes, logit_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nf = self.classes // self.pe
+        lb = self.logit_bits
+        count = Signal(range(max(nf, 2)))
+        best_val = Signal(signed(lb))
+        best_idx = Signal(range(max(self.classes, 2)))
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        # running best through this beat's lanes, in index order
+        cur_val, cur_idx = best_val, best_idx
+        for p in range(self.pe):
+            v = self.i.payload[p * lb:(p + 1) * lb].as_signed()
+            idx = count * self.pe + p
+            take = (v > cur_val) if p else ((count == 0) | (v > cur_val))
+            nv, ni = Signal(signed(lb), name=f"val_{p}"), Signal(range(max(self.classes, 2)), name=f"idx_{p}")
+            m.d.comb += [nv.eq(cur_val), ni.eq(cur_idx)]
+            with m.If(take):
+                m.d.comb += [nv.eq(v), ni.eq(idx)]
+            cur_val, cur_idx = nv, ni
+
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [best_val.eq(cur_val), best_idx.eq(cur_idx)]
+            with m.Switch(count):
+                for c in range(nf):
+                    with m.Case(c):
+                        for p in range(self.pe):
+                            m.d.sync += self.o.payload.logits[c * self.pe + p].eq(
+                                self.i.payload[p * lb:(p + 1) * lb].as_signed())
+            with m.If(count == nf - 1):
+                m.d.sync += [count.eq(0), self.o.valid.eq(1), self.o.payload.cls.eq(cur_idx)]
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+        return m
+
+
+class NetworkTop(wiring.Component):
+    """A whole integer network as a streaming accelerator (see the module docstring).
+
+    Parameters
+    ----------
+    net : Network
+    plan : FoldPlan
+        One (PE, SIMD) per layer, validated by :func:`lowbit.sw.fold.plan_folding`.
+    """
+
+    def __init__(self, net: Network, plan: FoldPlan):
+        if len(plan.layers) != len(net.layers):
+            raise ValueError(f"plan must fold every layer ({len(net.layers)}), not {len(plan.layers)}")
+        self._net, self._plan = net, plan
+        self._mvus = [MatrixVectorUnit(layer, fold) for layer, fold in zip(net.layers, plan.layers)]
+        first = plan.layers[0]
+        self.logit_bits = self._mvus[-1].out_lane_bits
+        super().__init__({
+            "i": In(stream.Signature(unsigned(first.simd * net.layers[0].in_format.bits))),
+            "o": Out(stream.Signature(output_layout(net.out_features, self.logit_bits))),
+            "stat_cycles": Out(STAT_BITS),
+            "stat_images": Out(STAT_BITS),
+            "stat_in_stalls": Out(STAT_BITS),
+            "stat_out_stalls": Out(STAT_BITS),
+        })
+
+    @property
+    def mvus(self) -> list[MatrixVectorUnit]:
+        return self._mvus
+
+    def elaborate(self, platform):
+        m = Module()
+        net, plan = self._net, self._plan
+        for k, mvu in enumerate(self._mvus):
+            m.submodules[f"layer{k}"] = mvu
+        wiring.connect(m, wiring.flipped(self.i), self._mvus[0].i)
+        for k in range(len(self._mvus) - 1):
+            a, b = self._mvus[k], self._mvus[k + 1]
+            fa, fb = plan.layers[k], plan.layers[k + 1]
+            lane_bits = net.layers[k].requant.out_format.bits
+            conv = WidthConverter(fa.pe, fb.simd, lane_bits)
+            # A whole input vector of the next layer fits, so a layer never waits on a
+            # neighbour that is busy replaying its previous vector.
+            fifo = SyncFIFOBuffered(width=fb.simd * lane_bits, depth=fb.sf + 2)
+            m.submodules[f"recut{k}"] = conv
+            m.submodules[f"fifo{k}"] = fifo
+            wiring.connect(m, a.o, conv.i)
+            wiring.connect(m, conv.o, fifo.w_stream)
+            wiring.connect(m, fifo.r_stream, b.i)
+        last = plan.layers[-1]
+        m.submodules.argmax = argmax = ArgmaxCollector(net.out_features, last.pe, self.logit_bits)
+        wiring.connect(m, self._mvus[-1].o, argmax.i)
+        wiring.connect(m, argmax.o, wiring.flipped(self.o))
+
+        m.d.sync += self.stat_cycles.eq(self.stat_cycles + 1)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.stat_images.eq(self.stat_images + 1)
+        with m.If(self.i.valid & ~self.i.ready):
+            m.d.sync += self.stat_in_stalls.eq(self.stat_in_stalls + 1)
+        with m.If(self.o.valid & ~self.o.ready):
+            m.d.sync += self.stat_out_stalls.eq(self.stat_out_stalls + 1)
+        return m

@@ -1,0 +1,66 @@
+"""lowbit train / quantize / eval / report on digits, and their error messages."""
+
+import pytest
+
+from lowbit.sw.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    p = tmp_path_factory.mktemp("m") / "tfc.pt"
+    assert main(["train", "--preset", "tfc", "--dataset", "digits", "--epochs", "3", "--out", str(p)]) == 0
+    return p
+
+
+def test_quantize_then_eval(ckpt, tmp_path, capsys):
+    ir = tmp_path / "n.npz"
+    assert main(["quantize", "--checkpoint", str(ckpt), "--dataset", "digits", "--method", "pow2", "-w", "4",
+                 "-a", "4", "--calib", "300", "--out", str(ir)]) == 0
+    out = capsys.readouterr().out
+    assert "golden-model (integer) test accuracy" in out and ir.is_file()
+    assert main(["eval", str(ir), "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "golden-model accuracy" in out and "saturation" in out and "clipped high" in out and "raw logits" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["quantize", "--method", "nope"], "--method must be one of pow2, scaled, dfp, ternary, binary, wage, minifloat, "
+                                       "not 'nope'"),
+    (["quantize", "--method", "pow2", "-w", "1"], "weight_bits for method 'pow2' must be an integer in 2..16, not 1"),
+    (["quantize", "--method", "ternary", "--cluster", "0"], "cluster for method 'ternary' must be a positive integer"),
+    (["quantize", "--method", "wage", "--wage-bits", "2-8"], "WAGE bits must be 'W-A-G-E'"),
+    (["train", "--preset", "huge"], "--preset must be one of tfc, sfc, lfc, not 'huge'"),
+    (["report", "accuracy", "--presets", "xfc"], "--presets entries must be among tfc, sfc, lfc, not 'xfc'"),
+])
+def test_bad_input(ckpt, argv, message, capsys):
+    extra = ["--checkpoint", str(ckpt)] if argv[0] == "quantize" and argv[2] != "wage" else []
+    assert main(argv + ["--dataset", "digits"] + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_architecture(ckpt, capsys, tmp_path):
+    # a digits (64-input) checkpoint cannot quantize a 784-input dataset
+    from tests.test_datasets import write_set
+
+    write_set(tmp_path / "fm", n_train=4, n_test=2)
+    assert main(["quantize", "--checkpoint", str(ckpt), "--dataset", "mnist", "--data-dir", str(tmp_path / "fm")]) == 2
+    assert "takes 64 inputs, the dataset has 16 features" in capsys.readouterr().err
+
+
+def test_corrupt_dataset_message(tmp_path, capsys):
+    from tests.test_datasets import write_set
+
+    write_set(tmp_path, gz=False)
+    p = tmp_path / "t10k-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-3])
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
+    assert "is truncated" in capsys.readouterr().err
+
+
+def test_report_small(tmp_path, capsys):
+    assert main(["report", "accuracy", "--dataset", "digits", "--presets", "tfc", "--bits", "2,4",
+                 "--methods", "pow2,ternary", "--qat-epochs", "0", "--wage-epochs", "0", "--no-minifloat",
+                 "--epochs", "2", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "| tfc | pow2 | W4 A4 | 4 | ptq |" in md and "ternary A8 N=16" in md
+    assert (tmp_path / "accuracy.csv").read_text().startswith("preset,method,config,bits,mode,accuracy,delta,notes")
