@@ -68,7 +68,8 @@ class RunResult:
 
 
 def run_testbench(*, verilog: list[Path], top: str, test_module: str, build_dir: Path, config: dict,
-                  simulator: str = "verilator", waves: bool = False, quiet: bool = True) -> RunResult:
+                  simulator: str = "verilator", waves: bool = False, quiet: bool = True,
+                  plusargs: list[str] | tuple = ()) -> RunResult:
     """Compile ``verilog`` and run the cocotb ``test_module`` against ``top``.
 
     ``config`` reaches the testbench as the JSON file named by ``LOWBIT_TB_CONFIG``; the
@@ -96,7 +97,8 @@ def run_testbench(*, verilog: list[Path], top: str, test_module: str, build_dir:
     t1 = time.perf_counter()
     xml = runner.test(test_module=test_module, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
                       extra_env={"LOWBIT_TB_CONFIG": str(cfg_path), "LOWBIT_TB_RESULT": str(res_path)},
-                      waves=waves, timescale=("1ns", "1ps"), log_file=build_dir / "sim.log" if quiet else None)
+                      waves=waves, timescale=("1ns", "1ps"), plusargs=list(plusargs),
+                      log_file=build_dir / "sim.log" if quiet else None)
     t2 = time.perf_counter()
     tests, failed = get_results(Path(xml))
     report = json.loads(res_path.read_text()) if res_path.is_file() else {}

@@ -1,0 +1,139 @@
+"""``lowbit build``: a network's Verilog top, memory images and manifest, written together.
+
+Output folder
+-------------
+``<top>.v``        the accelerator (plain Verilog-2005; memories embedded as initial values,
+                   equal to the image files by construction: both come from
+                   :mod:`lowbit.sw.pack`)
+``layer*_*.hex|mem|coe|mif|bin``  every weight and parameter memory, per PE bank
+``net.npz``        the integer IR the hardware was built from (for the golden model)
+``manifest.json``  every memory (layer, bank, width, depth, lane order, encoding, files and
+                   sha256), the top, the I/O protocol, the port map, the folding and the
+                   analytical cycles per layer and per image
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from lowbit.sw.fold import FoldPlan
+from lowbit.sw.ir import Network
+from lowbit.sw.memimage import ImageSet
+
+from .emit import port_map
+from .mvu import layer_specs
+from .network import NetworkTop
+
+__all__ = ["build_network", "IO_PROTOCOL", "TOP_NAME"]
+
+TOP_NAME = "lowbit_net"
+IO_PROTOCOL = {
+    "input": "stream i (i__valid, i__ready, i__payload): one image = in_features/SIMD_0 beats; beat b holds "
+             "first-layer inputs b*SIMD_0 .. b*SIMD_0+SIMD_0-1 in the input format, lane k at bits "
+             "[k*bits, (k+1)*bits); the host applies the IR's input transform to pixels; no end flag "
+             "(the top counts beats). A transfer happens on a rising clock edge with valid and ready high.",
+    "output": "stream o: one beat per image: field cls (argmax, lowest index wins ties) and field logits "
+              "(last layer acc + bias, signed, lane j = output j); see ports.o__payload for offsets.",
+    "counters": "stat_cycles, stat_images, stat_in_stalls (i valid, not ready), stat_out_stalls "
+                "(o valid, not ready): 32-bit, since reset.",
+    "clock_reset": "clk rising edge; rst synchronous, active high.",
+}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
+                  formats=("hex", "mem", "coe", "mif", "bin")) -> dict:
+    """Generate and write everything; the folder appears complete or not at all."""
+    out_dir = Path(out_dir)
+    top = NetworkTop(net, plan)
+    text = verilog.convert(top, name=TOP_NAME, emit_src=False)
+
+    images = ImageSet()
+    for k, (layer, fold) in enumerate(zip(net.layers, plan.layers)):
+        _, _, params = layer_specs(layer, fold)
+        images.add_layer(k, layer, fold.pe, fold.simd, params)
+
+    layers = []
+    for k, (layer, fold, mvu) in enumerate(zip(net.layers, plan.layers, top.mvus)):
+        rq = mvu.requant_spec
+        layers.append({
+            "index": k, "name": layer.name, "rows": layer.out_features, "cols": layer.in_features,
+            "weight_format": str(layer.weight_format), "in_format": str(layer.in_format),
+            "out": "logits" if rq is None else str(rq.out_format),
+            "pe": fold.pe, "simd": fold.simd, "nf": fold.nf, "sf": fold.sf,
+            "acc_bits": mvu.mac_spec.acc_bits, "product": mvu.mac_spec.product,
+            "expected_cycles_per_image": fold.cycles,
+        })
+    with tempfile.TemporaryDirectory() as tmp:
+        ir_path = net.save(Path(tmp) / "net.npz")
+        ir_bytes = ir_path.read_bytes()
+    extra = {
+        "top": TOP_NAME,
+        "verilog": [f"{TOP_NAME}.v"],
+        "verilog_sha256": _sha256(text.encode()),
+        "memory_style": "embedded: the Verilog initialises every memory with the same words as the image files",
+        "ir": {"file": "net.npz", "sha256": _sha256(ir_bytes), "name": net.name,
+               "input_transform": net.input.to_json()},
+        "io": IO_PROTOCOL,
+        **port_map(top),
+        "in_features": net.in_features, "classes": net.out_features, "logit_bits": top.logit_bits,
+        "folding": layers,
+        "expected_cycles_per_image": plan.initiation_interval,
+        "mac_lanes": plan.mac_lanes,
+    }
+    manifest, files = images.manifest(formats, extra)
+    files[f"{TOP_NAME}.v"] = text.encode()
+    files["net.npz"] = ir_bytes
+    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+
+    # Stage everything next to the target, then swap it in: never a half-written folder.
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise ValueError(f"output folder must be empty or hold a previous lowbit build, not {str(out_dir)!r}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.rename(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return manifest
+
+
+def load_build(out_dir: str | os.PathLike) -> tuple[dict, Network]:
+    """Read a build folder back, checking every image's and the IR's sha256 against the manifest."""
+    from lowbit.sw.memimage import verify_images
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "manifest.json").is_file():
+        raise ValueError(f"{str(out_dir)!r} is not a lowbit build folder (no manifest.json); run 'lowbit build' first")
+    manifest = verify_images(out_dir)
+    for key in ("top", "ir", "verilog"):
+        if key not in manifest:
+            raise ValueError(f"{str(out_dir / 'manifest.json')!r} lacks {key!r}: not a network build")
+    ir = out_dir / manifest["ir"]["file"]
+    if not ir.is_file():
+        raise ValueError(f"{str(ir)!r} is missing")
+    actual = _sha256(ir.read_bytes())
+    if actual != manifest["ir"]["sha256"]:
+        raise ValueError(f"{str(ir)!r} has been modified: sha256 must be {manifest['ir']['sha256']}, not {actual}")
+    for v in manifest["verilog"]:
+        path = out_dir / v
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is missing")
+        if _sha256(path.read_bytes()) != manifest.get("verilog_sha256", _sha256(path.read_bytes())):
+            raise ValueError(f"{str(path)!r} has been modified since it was built")
+    return manifest, Network.load(ir)

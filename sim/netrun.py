@@ -1,0 +1,135 @@
+"""Run a ``lowbit build`` folder in cocotb against the golden model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lowbit.sw.golden import run_network
+from lowbit.sw.ir import Network
+from lowbit.sw.memimage import dumps
+from lowbit.sw.pack import pack_words
+
+from .harness import HARNESS_TOP, write_harness
+from .runner import RunResult, run_testbench
+
+__all__ = ["simulate_build", "NetworkSimReport", "read_writememh"]
+
+
+def read_writememh(path: Path, width: int) -> list[int]:
+    """Words of a ``$writememh`` file (comments and ``@address`` lines skipped)."""
+    words = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("//")[0].strip()
+        if not line or line.startswith("@"):
+            continue
+        for tok in line.split():
+            if any(c in tok.lower() for c in "xz"):
+                raise ValueError(f"{path}: undefined value {tok!r} (an output was X or Z)")
+            v = int(tok, 16)
+            if v >> width:
+                raise ValueError(f"{path}: value {tok} is wider than {width} bits")
+            words.append(v)
+    return words
+
+
+@dataclass
+class NetworkSimReport:
+    run: RunResult
+    images: int
+    mismatches: int
+    first_mismatches: list = field(default_factory=list)
+    classes: np.ndarray | None = None
+    accuracy: float | None = None          # hardware classes against the labels
+    golden_accuracy: float | None = None   # golden model against the same labels
+    cycles_per_image: float | None = None  # measured steady state (initiation interval)
+    latency_cycles: int | None = None      # first timed beat in → its image's result out
+    expected_cycles_per_image: int = 0     # analytical bound: max over layers of NF·SF
+    in_stalls: int = 0
+    out_stalls: int = 0
+
+    @property
+    def sim_images_per_second(self) -> float:
+        return self.images / self.run.run_seconds if self.run.run_seconds else float("nan")
+
+    def projected_images_per_second(self, clock_mhz: float) -> float | None:
+        return None if not self.cycles_per_image else clock_mhz * 1e6 / self.cycles_per_image
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.run.passed and self.mismatches == 0
+
+
+def decode_outputs(words: list[int], manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    po = manifest["ports"]["o__payload"]
+    c, lg = po["fields"]["cls"], po["fields"]["logits"]
+    w, n = lg["elem"]["width"], lg["length"]
+    arr = np.array(words, dtype=object)
+    cls = np.array([(v >> c["offset"]) & ((1 << c["width"]) - 1) for v in words], np.int64)
+    logits = np.zeros((len(words), n), np.int64)
+    for j in range(n):
+        raw = np.array([(v >> (lg["offset"] + j * w)) & ((1 << w) - 1) for v in arr], np.int64)
+        logits[:, j] = np.where(raw >> (w - 1), raw - (1 << w), raw)
+    return cls, logits
+
+
+def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.ndarray, labels=None, *,
+                   simulator: str = "verilator", waves: bool = False, stress: int = 50, gap: float = 0.3,
+                   stall: float = 0.3, sim_dir: Path | None = None) -> NetworkSimReport:
+    """Stream ``pixels`` (uint8, one row per image) through the built accelerator, score every output.
+
+    The first ``stress`` images run with valid gaps (probability ``gap`` per beat) and
+    output stalls (``stall`` per cycle); the rest run at full rate and are timed.
+    """
+    build_dir = Path(build_dir).resolve()
+    sim_dir = Path(sim_dir or build_dir.parent / f"{build_dir.name}_sim_{simulator}").resolve()
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    pixels = np.asarray(pixels).reshape(len(pixels), -1)
+    if pixels.shape[1] != net.in_features:
+        raise ValueError(f"images have {pixels.shape[1]} pixels but the network takes {net.in_features} inputs")
+    n = len(pixels)
+    stress = min(stress, max(0, n - 2))
+    x = net.input.apply(pixels)
+    golden = run_network(net, x)
+
+    fold0 = manifest["folding"][0]
+    fmt = net.layers[0].in_format
+    beats = pack_words(fmt.encode(x).reshape(-1, fold0["simd"]), fmt.bits)
+    in_w, out_w = manifest["ports"]["i__payload"]["width"], manifest["ports"]["o__payload"]["width"]
+    files = {k: sim_dir / f"{k}.hex" for k in ("inputs", "outputs", "cycles")}
+    files["inputs"].write_bytes(dumps(beats, in_w, "hex"))
+    for k in ("outputs", "cycles"):
+        files[k].unlink(missing_ok=True)
+    harness = write_harness(sim_dir / f"{HARNESS_TOP}.v", manifest, n)
+    budget_cycles = (n + 10) * manifest["expected_cycles_per_image"] * 4 + 100_000
+    run = run_testbench(
+        verilog=[build_dir / v for v in manifest["verilog"]] + [harness], top=HARNESS_TOP,
+        test_module="lowbit.sim.tb_network", build_dir=sim_dir / "obj", simulator=simulator, waves=waves,
+        config={"n": n, "stress": stress, "timeout_ns": budget_cycles * 10},
+        plusargs=[f"+LOWBIT_INPUTS={files['inputs']}", f"+LOWBIT_OUTPUTS={files['outputs']}",
+                  f"+LOWBIT_CYCLES={files['cycles']}", f"+LOWBIT_N={n}", f"+LOWBIT_STRESS={stress}",
+                  f"+LOWBIT_GAP={int(round(gap * 256))}", f"+LOWBIT_STALL={int(round(stall * 256))}"])
+    report = NetworkSimReport(run, n, -1, expected_cycles_per_image=manifest["expected_cycles_per_image"])
+    if not run.passed or not files["outputs"].is_file():
+        return report
+    cls, logits = decode_outputs(read_writememh(files["outputs"], out_w), manifest)
+    cycles = np.array(read_writememh(files["cycles"], 32), np.int64)
+    bad = np.nonzero((cls != golden.classes) | np.any(logits != golden.logits, axis=1))[0]
+    report.mismatches = int(len(bad))
+    report.first_mismatches = [{"image": int(k), "class": int(cls[k]), "expected_class": int(golden.classes[k]),
+                                "logits": logits[k].tolist(), "expected_logits": golden.logits[k].tolist()}
+                               for k in bad[:5]]
+    report.classes = cls
+    timed = cycles[stress:]
+    if len(timed) >= 2:
+        report.cycles_per_image = float(timed[-1] - timed[0]) / (len(timed) - 1)
+        report.latency_cycles = int(timed[0] - run.report["first_timed_in"] + 1)
+    report.in_stalls, report.out_stalls = run.report["stat_in_stalls"], run.report["stat_out_stalls"]
+    if labels is not None:
+        labels = np.asarray(labels)[:n]
+        report.accuracy = float(np.mean(cls == labels))
+        report.golden_accuracy = float(np.mean(golden.classes == labels))
+    return report
