@@ -51,7 +51,9 @@ def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None,
         if spec.rounding is Rounding.HALF_UP:
             q = (v + half) >> shift
         else:  # HALF_EVEN
-            rem = (v - (floor << shift)).as_unsigned()   # 0 ≤ rem < 2^s
+            # the bits shifted out, 0 ≤ rem < 2^s: a mask, not a shift back and subtract
+            # (that chain was the critical path on iCE40 and ECP5)
+            rem = (v & ((Const(1, 1) << shift) - 1)).as_unsigned()
             up = (shift != 0) & ((rem > half) | ((rem == half) & floor[0]))
             q = floor + up
     fmt = spec.out_format

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from lowbit.sw.memimage import dumps
 from lowbit.sw.pack import pack_words
 
 from .harness import HARNESS_TOP, write_harness
-from .runner import RunResult, run_testbench
+from .runner import RunResult, run_testbench, verilate_library
 
 __all__ = ["simulate_build", "NetworkSimReport", "read_writememh"]
 
@@ -105,13 +106,21 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
         files[k].unlink(missing_ok=True)
     harness = write_harness(sim_dir / f"{HARNESS_TOP}.v", manifest, n)
     budget_cycles = (n + 10) * manifest["expected_cycles_per_image"] * 4 + 100_000
+    sources = [build_dir / v for v in manifest["verilog"]] + [harness]
+    extra_args, lib_seconds = [], 0.0
+    if simulator == "verilator":
+        wrapper, library, lib_seconds = verilate_library(sources, HARNESS_TOP, sim_dir / "lib",
+                                                         threads=int(os.environ.get("LOWBIT_SIM_THREADS", "1")))
+        sources, extra_args = [wrapper], [str(library)]
     run = run_testbench(
-        verilog=[build_dir / v for v in manifest["verilog"]] + [harness], top=HARNESS_TOP,
+        verilog=sources, top=HARNESS_TOP,
         test_module="lowbit.sim.tb_network", build_dir=sim_dir / "obj", simulator=simulator, waves=waves,
         config={"n": n, "stress": stress, "timeout_ns": budget_cycles * 10},
+        build_args=extra_args,
         plusargs=[f"+LOWBIT_INPUTS={files['inputs']}", f"+LOWBIT_OUTPUTS={files['outputs']}",
                   f"+LOWBIT_CYCLES={files['cycles']}", f"+LOWBIT_N={n}", f"+LOWBIT_STRESS={stress}",
                   f"+LOWBIT_GAP={int(round(gap * 256))}", f"+LOWBIT_STALL={int(round(stall * 256))}"])
+    run.build_seconds += lib_seconds
     report = NetworkSimReport(run, n, -1, expected_cycles_per_image=manifest["expected_cycles_per_image"])
     if not run.passed or not files["outputs"].is_file():
         return report

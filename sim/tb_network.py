@@ -30,10 +30,10 @@ async def network_runs_to_completion(dut):
     await RisingEdge(dut.clk)
     report = {
         "first_timed_in": int(dut.first_timed_in.value),
-        "stat_cycles": int(dut.dut.stat_cycles.value),
-        "stat_images": int(dut.dut.stat_images.value),
-        "stat_in_stalls": int(dut.dut.stat_in_stalls.value),
-        "stat_out_stalls": int(dut.dut.stat_out_stalls.value),
+        "stat_cycles": int(dut.stat_cycles.value),
+        "stat_images": int(dut.stat_images.value),
+        "stat_in_stalls": int(dut.stat_in_stalls.value),
+        "stat_out_stalls": int(dut.stat_out_stalls.value),
     }
     with open(os.environ["LOWBIT_TB_RESULT"], "w") as f:
         json.dump(report, f, indent=1)

@@ -53,7 +53,9 @@ def synth_script(family: str, top: str, *, dsp: bool = True, flatten: bool = Tru
     if family not in SYNTH_COMMANDS:
         raise ValueError(f"family must be one of {', '.join(SYNTH_COMMANDS)}, not {family!r}")
     on, off = _DSP_FLAGS[family]
-    return SYNTH_COMMANDS[family].format(top=top, flatten="-flatten" if flatten else "", dsp=on if dsp else off)
+    # synth_ice40 and synth_lattice flatten by default (-noflatten keeps the hierarchy); synth_xilinx needs -flatten
+    keep = "-noflatten" if family in ("ecp5", "ice40") else ""
+    return SYNTH_COMMANDS[family].format(top=top, flatten="-flatten" if flatten else keep, dsp=on if dsp else off)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""``lowbit build``: a whole-network accelerator from an integer IR."""
+
+from __future__ import annotations
+
+HELP = "build a network accelerator: Verilog top, memory images (hex/mem, coe, mif, bin) and manifest.json"
+DESCRIPTION = """\
+Turn an integer IR network (.npz from 'lowbit quantize') into a streaming accelerator: one
+folded matrix-vector unit per dense layer (PE parallel outputs x SIMD parallel inputs; a layer
+takes NF*SF = (rows/PE)*(cols/SIMD) cycles per image), shift/clip requantizers, FIFOs between
+layers, an argmax at the end, and cycle/stall counters.
+
+Writes into --output: lowbit_net.v (memories embedded as initial values, equal to the image
+files by construction), one image file per memory bank and format, net.npz (the IR), and
+manifest.json (memories with sha256, I/O protocol, port map, folding, expected cycles).
+
+Folding: --fold "16x16,16x16,16x16,10x16" (PExSIMD per layer, or one for all) or automatic
+with --max-lanes N (fastest folding within N MAC lanes) or --target-cycles N (fewest lanes
+reaching N cycles per image). PE must divide the layer's outputs and SIMD its inputs.
+"""
+
+
+def add_arguments(p):
+    from .common import positive_int
+
+    p.add_argument("net", nargs="?", help="integer IR file (.npz); or use --random")
+    p.add_argument("-o", "--output", default="build/net", help="output folder (replaced as a whole)")
+    p.add_argument("--fold", default=None, help="PExSIMD per layer, comma separated (default: auto)")
+    p.add_argument("--max-lanes", type=positive_int, default=None, help="auto fold: total MAC lane budget")
+    p.add_argument("--target-cycles", type=positive_int, default=None, help="auto fold: cycles per image")
+    p.add_argument("--formats", default="hex,mem,coe,mif,bin", help="memory image formats to write")
+    g = p.add_argument_group("random network (instead of NET)")
+    g.add_argument("--random", default=None, metavar="SIZES", help="e.g. 784,256,256,256,10")
+    g.add_argument("--weight", default="s4", help="weight format of the random network")
+    g.add_argument("--act", default="u4", help="activation format of the random network")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def load_net(args):
+    from lowbit.sw.cli import UserError
+    from lowbit.sw.ir import Network
+    from lowbit.sw.randnet import random_network
+
+    if (args.net is None) == (args.random is None):
+        raise UserError("give either NET (an IR .npz file) or --random SIZES, not both or neither")
+    if args.net:
+        return Network.load(args.net)
+    try:
+        sizes = [int(v) for v in args.random.split(",")]
+    except ValueError:
+        raise UserError(f"--random must be comma-separated layer sizes like 784,256,10, not {args.random!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise UserError(f"--random needs at least two positive sizes, not {args.random!r}")
+    return random_network(sizes, args.weight, args.act, seed=args.seed)
+
+
+def choose_plan(net, fold: str | None, max_lanes: int | None, target_cycles: int | None):
+    from lowbit.sw.cli import UserError
+    from lowbit.sw.fold import auto_fold, parse_fold, plan_folding
+
+    if fold and (max_lanes or target_cycles):
+        raise UserError("give --fold or an automatic target (--max-lanes / --target-cycles), not both")
+    if fold:
+        return plan_folding(net, parse_fold(fold, len(net.layers)))
+    if max_lanes is None and target_cycles is None:
+        max_lanes = 256
+    return auto_fold(net, max_lanes=max_lanes, target_cycles=target_cycles)
+
+
+def run(args) -> int:
+    import time
+
+    from lowbit.hw.build import build_network
+
+    from .common import output_dir
+
+    out = output_dir(args.output)
+    net = load_net(args)
+    plan = choose_plan(net, args.fold, args.max_lanes, args.target_cycles)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    t0 = time.perf_counter()
+    manifest = build_network(net, plan, out, formats=formats)
+    print(net.describe())
+    print(f"folding {plan} ({plan.mac_lanes} MAC lanes)")
+    for layer in manifest["folding"]:
+        print(f"  layer {layer['index']} {layer['name']}: PE {layer['pe']} x SIMD {layer['simd']}, "
+              f"NF {layer['nf']} x SF {layer['sf']} = {layer['expected_cycles_per_image']} cycles/image, "
+              f"{layer['acc_bits']}-bit accumulators, {layer['product']} lanes")
+    print(f"expected: {manifest['expected_cycles_per_image']} cycles per image (initiation interval)")
+    print(f"wrote {out}/ ({len(manifest['memories'])} memories x {len(formats)} formats, "
+          f"{manifest['top']}.v, manifest.json) in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -1,0 +1,311 @@
+"""Analytical cost model: LUTs, FFs, BRAM, DSP and cycles from formats, PE, SIMD and layer sizes.
+
+The model counts what the circuit is made of — per MAC lane by multiplier kind (XNOR,
+negation, ternary add/subtract/skip, pow2 shift, general multiply), the adder tree of each
+PE row, the accumulators, and per PE the requantizer (bias adder, optional multiplier,
+runtime barrel shifter, rounding, clip) — and weighs each part with a per-family
+coefficient fitted to yosys (:func:`calibrate`). The fitted coefficients ship in
+``cost_coefficients.json`` next to this module; ``python -m lowbit.sw.cost calibrate``
+regenerates them (yosys results are cached under ``build/cost_cache``).
+
+The model assumes DSP inference off (multipliers in LUTs, as FINN does for ≤ 8-bit
+lanes), which is what ``lowbit synth --dsp auto`` falls back to when DSPs run out.
+Cycles follow FINN's MVAU folding: ``(rows/PE)·(cols/SIMD)`` beats per vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .formats import Kind, Rounding, parse_format
+from .specs import MacArraySpec, RequantSpec
+
+__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "load_coefficients",
+           "calibrate", "CALIBRATION_GRID", "COEFFICIENTS_PATH", "measured_block", "block_specs"]
+
+COEFFICIENTS_PATH = Path(__file__).with_name("cost_coefficients.json")
+FAMILIES = ("xilinx", "ice40", "ecp5")
+
+FEATURES = ("lane_xnor", "lane_negate", "lane_ternary", "lane_shift", "lane_multiply",
+            "tree", "acc", "rq_add", "rq_mult", "rq_shift", "rq_round", "rq_clip", "const")
+
+
+def _tree_bits(n: int, leaf_bits: int) -> int:
+    """Total width of the adders of a balanced tree over ``n`` leaves (Amaranth widens by one per level)."""
+    widths, total = [leaf_bits] * n, 0
+    while len(widths) > 1:
+        nxt = [max(widths[i], widths[i + 1]) + 1 for i in range(0, len(widths) - 1, 2)]
+        total += sum(nxt)
+        if len(widths) % 2:
+            nxt.append(widths[-1])
+        widths = nxt
+    return total
+
+
+def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
+    """The structural quantities the LUT count is linear in, for one MAC array + requantizer."""
+    f = dict.fromkeys(FEATURES, 0.0)
+    wf, af = mac.weight_format, mac.act_format
+    wb, ab = wf.bits, af.bits
+    lanes = mac.pe * mac.simd
+    kind = mac.product
+    lo, hi = min(wf.min * af.min, wf.min * af.max, wf.max * af.min, wf.max * af.max, 0), \
+        max(wf.min * af.min, wf.min * af.max, wf.max * af.min, wf.max * af.max, 0)
+    prod_bits = max(lo.bit_length(), hi.bit_length()) + 1
+    if kind == "xnor":
+        f["lane_xnor"] = lanes                  # one XNOR, folded into the popcount tree's first LUT level
+        f["tree"] = mac.pe * _tree_bits(mac.simd, 1)
+    else:
+        if kind == "multiply":
+            f["lane_multiply"] = lanes * wb * ab     # partial-product bits of a b×b array multiplier
+        elif kind == "shift":
+            f["lane_shift"] = lanes * prod_bits * (wb - 1)  # (wb-1)-level barrel shifter, then ± select
+        else:
+            f[f"lane_{kind}"] = lanes * (ab + 1)     # ±x: one adder/mux bit per activation bit
+        f["tree"] = mac.pe * _tree_bits(mac.simd, prod_bits)
+    f["acc"] = mac.pe * mac.acc_bits                 # accumulate adder + restart mux per bit
+    if rq is not None:
+        n = rq.lanes
+        f["rq_add"] = n * rq.sum_bits
+        f["rq_mult"] = n * rq.sum_bits * rq.mult_bits
+        f["rq_shift"] = n * rq.product_bits * rq.shift_bits
+        f["rq_round"] = n * rq.product_bits * {Rounding.FLOOR: 0, Rounding.HALF_UP: 1, Rounding.HALF_EVEN: 2}[rq.rounding]
+        f["rq_clip"] = n * (rq.product_bits + rq.out_format.bits)
+    f["const"] = 1.0
+    return f
+
+
+def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
+    """Registers: accumulators, output codes, valid flags and the fresh-vector flag."""
+    n = mac.pe * mac.acc_bits + 2
+    if rq is not None:
+        n += rq.lanes * (1 if rq.out_format.kind is Kind.BIPOLAR else rq.out_format.bits) + 1
+    return n
+
+
+def load_coefficients(path: Path | None = None) -> dict:
+    p = Path(path) if path else COEFFICIENTS_PATH
+    if not p.is_file():
+        raise FileNotFoundError(f"cost coefficients {p} do not exist: run 'python -m lowbit.sw.cost calibrate'")
+    return json.loads(p.read_text())
+
+
+def estimate_block(mac: MacArraySpec, rq: RequantSpec | None = None, family: str = "xilinx", *,
+                   coefficients: dict | None = None) -> dict:
+    """LUTs and FFs of one MAC array (+ requantizer) for ``family``, from the fitted model."""
+    coeffs = coefficients or load_coefficients()
+    if family not in coeffs.get("families", {}):
+        raise ValueError(f"family must be one of {', '.join(coeffs.get('families', {}))}, not {family!r}")
+    c = coeffs["families"][family]["lut"]
+    f = features(mac, rq)
+    luts = sum(c.get(k, 0.0) * v for k, v in f.items())
+    return {"lut": max(1, round(luts)), "ff": block_ffs(mac, rq), "dsp": 0, "features": f}
+
+
+# --- weight memories --------------------------------------------------------------------------
+
+# (depth, width) shapes of one block RAM; LUTRAM: depth per LUT and whether the family has it.
+_BRAM_SHAPES = {
+    "ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],                        # SB_RAM40_4K
+    "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)],  # DP16KD
+    "xilinx": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)],  # RAMB18E1
+}
+_LUTRAM = {"ice40": None, "ecp5": 16, "xilinx": 64}  # bits of depth one LUT(-RAM) cell holds
+
+
+def weight_memory(depth: int, width: int, family: str) -> dict:
+    """Block RAMs or LUTRAM cells for a ``depth × width`` weight memory.
+
+    Shallow memories go to LUTRAM where the family has it (≤ 64 deep on Xilinx: one
+    RAM64X1S LUT6 per bit; ≤ 16 deep on ECP5: one DPR16X4 per 4 bits, 4 LUT4s), since a
+    block RAM would waste most of its depth; otherwise the cheapest block-RAM shape.
+    """
+    if family not in _BRAM_SHAPES:
+        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+    if depth < 1 or width < 1:
+        return {"bram": 0, "lutram_luts": 0, "bits": 0}
+    lr = _LUTRAM[family]
+    if lr is not None and depth <= lr:
+        luts = width if family == "xilinx" else 4 * math.ceil(width / 4)
+        return {"bram": 0, "lutram_luts": luts, "bits": depth * width}
+    bram = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _BRAM_SHAPES[family])
+    return {"bram": bram, "lutram_luts": 0, "bits": depth * width}
+
+
+def estimate_layer(rows: int, cols: int, pe: int, simd: int, weight_format, act_format, out_format="u4", *,
+                   family: str = "xilinx", mult_bits: int = 0, shift_bits: int = 4, rounding="half_even",
+                   relu: bool = True, coefficients: dict | None = None) -> dict:
+    """Cost and cycles of one fully connected layer on a PE×SIMD MVAU with streamed weights.
+
+    ``rows`` outputs and ``cols`` inputs must divide by ``pe`` and ``simd`` (FINN's folding
+    rule). Returns LUTs (compute + LUTRAM), FFs, BRAM, DSP and ``cycles`` per input vector.
+    """
+    for name, v in (("rows", rows), ("cols", cols)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    if rows % pe:
+        raise ValueError(f"pe must divide rows ({rows}), not {pe!r}")
+    if cols % simd:
+        raise ValueError(f"simd must divide cols ({cols}), not {simd!r}")
+    beats = cols // simd
+    mac = MacArraySpec(pe=pe, simd=simd, weight_format=weight_format, act_format=act_format, beats=beats)
+    rq = RequantSpec(lanes=pe, acc_bits=mac.acc_bits, out_format=out_format, bias_bits=mac.acc_bits,
+                     mult_bits=mult_bits, shift_bits=shift_bits, rounding=rounding, relu=relu)
+    blk = estimate_block(mac, rq, family, coefficients=coefficients)
+    depth = (rows // pe) * beats
+    mem = weight_memory(depth, mac.weight_word_bits, family)
+    return {"lut": blk["lut"] + mem["lutram_luts"], "ff": blk["ff"], "bram": mem["bram"], "dsp": 0,
+            "lutram_luts": mem["lutram_luts"], "weight_bits": rows * cols * mac.weight_format.bits,
+            "cycles": depth, "compute_lut": blk["lut"]}
+
+
+# --- calibration ----------------------------------------------------------------------------------
+
+# (weight, act, out): each product kind, several widths.
+_FORMATS = [("bipolar", "bipolar", "bipolar"), ("bipolar", "u2", "u2"), ("ternary", "u4", "u4"),
+            ("s2", "u2", "u2"), ("s4", "u4", "u4"), ("s8", "s8", "s8"), ("pow2_4", "u4", "u4")]
+# small enough that the whole grid synthesizes in a few minutes on 2 cores
+_SHAPES = [(2, 4), (4, 8)]
+_RQ = [("half_even", 0), ("floor", 0), ("half_up", 8)]
+
+CALIBRATION_GRID = [(w, a, o, pe, simd, *_RQ[(i + j) % len(_RQ)])
+                    for i, (w, a, o) in enumerate(_FORMATS) for j, (pe, simd) in enumerate(_SHAPES)]
+
+
+def block_specs(w, a, o, pe, simd, rounding="half_even", mult_bits=0, beats=4):
+    mac = MacArraySpec(pe=pe, simd=simd, weight_format=w, act_format=a, beats=beats)
+    rq = RequantSpec(lanes=pe, acc_bits=mac.acc_bits, out_format=o, bias_bits=mac.acc_bits, mult_bits=mult_bits,
+                     shift_bits=4, rounding=rounding, relu=parse_format(o).kind is Kind.UNSIGNED)
+    return mac, rq
+
+
+def _cache_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "build" / "cost_cache"
+
+
+def measured_block(mac: MacArraySpec, rq: RequantSpec | None, family: str, *, cache: Path | None = None) -> dict:
+    """yosys resources of a block (DSP inference off), cached by a hash of spec + script."""
+    from .synth import resources, synth_script, yosys_synth
+
+    key = json.dumps({"mac": mac.to_json(), "rq": rq.to_json() if rq else None, "family": family,
+                      "script": synth_script(family, "top", dsp=False)}, sort_keys=True)
+    h = hashlib.sha256(key.encode()).hexdigest()[:16]
+    cdir = Path(cache) if cache else _cache_dir()
+    path = cdir / f"{family}_{h}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    import tempfile
+
+    from lowbit.hw.emit import emit
+    with tempfile.TemporaryDirectory() as tmp:
+        if rq is None:
+            from lowbit.hw.mac import MacArray
+            v, _ = emit(MacArray(mac), "top", tmp, {"mac": mac.to_json()})
+        else:
+            from lowbit.hw.blocks import MacRequantBlock
+            v, _ = emit(MacRequantBlock(mac, rq), "top", tmp, {"mac": mac.to_json(), "requant": rq.to_json()})
+        stats = yosys_synth(v, "top", family, dsp=False)
+    out = {"resources": resources(stats["cells"], family), "cells": stats["cells"]}
+    cdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out) + "\n")
+    return out
+
+
+def _measure(args):
+    cfg, family = args
+    mac, rq = block_specs(*cfg)
+    return measured_block(mac, rq, family)
+
+
+def _fit(rows: list[tuple[dict, float]]) -> dict:
+    """Non-negative least squares on relative error: each row divided by its measured LUTs."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    A = np.array([[f[k] / y for k in FEATURES] for f, y in rows])
+    coef, _ = nnls(A, np.ones(len(rows)))
+    return {k: float(c) for k, c in zip(FEATURES, coef)}
+
+
+def _errors(rows, coef) -> dict:
+    import numpy as np
+    rel = [abs(sum(coef[k] * f[k] for k in FEATURES) - y) / y for f, y in rows]
+    return {"median_rel": float(np.median(rel)), "max_rel": float(np.max(rel)), "n": len(rows)}
+
+
+def calibrate(families=("xilinx", "ice40"), grid=None, *, jobs: int = 2, out: Path | None = COEFFICIENTS_PATH,
+              log=print) -> dict:
+    """Fit the LUT coefficients per family to yosys over ``grid`` and write them to ``out``.
+
+    Reports the in-sample and leave-one-out median and maximum relative LUT error.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    grid = list(grid or CALIBRATION_GRID)
+    result = {"model": "lut = sum(coef[k] * feature[k]); see lowbit.sw.cost.features", "features": list(FEATURES),
+              "grid": [list(g) for g in grid], "families": {}}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for family in families:
+            measured = list(pool.map(_measure, [(cfg, family) for cfg in grid]))
+            rows = [(features(*block_specs(*cfg)), m["resources"]["lut"]) for cfg, m in zip(grid, measured)]
+            coef = _fit(rows)
+            err = _errors(rows, coef)
+            # leave-one-out: how the model does on a configuration it was not fitted to
+            loo = []
+            for i in range(len(rows)):
+                c = _fit(rows[:i] + rows[i + 1:])
+                f, y = rows[i]
+                loo.append(abs(sum(c[k] * f[k] for k in FEATURES) - y) / y)
+            import numpy as np
+            err["loo_median_rel"], err["loo_max_rel"] = float(np.median(loo)), float(np.max(loo))
+            points = [{"config": list(cfg), "measured_lut": y, "model_lut": round(sum(coef[k] * f[k] for k in FEATURES))}
+                      for cfg, (f, y) in zip(grid, rows)]
+            result["families"][family] = {"lut": coef, "error": err, "points": points}
+            log(f"{family}: LUT error median {100 * err['median_rel']:.1f}% max {100 * err['max_rel']:.1f}% "
+                f"(leave-one-out median {100 * err['loo_median_rel']:.1f}% max {100 * err['loo_max_rel']:.1f}%) "
+                f"over {err['n']} blocks")
+    if out is not None:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+        log(f"wrote {out}")
+    return result
+
+
+def lane_figures(log=print) -> dict:
+    """LUTs per MAC lane on Xilinx (MAC array alone): 4-bit multiply vs FINN-R, bipolar XNOR."""
+    out = {}
+    for name, w, a, pe, simd in (("s4xu4_8x8", "s4", "u4", 8, 8), ("u4xu4_8x8", "u4", "u4", 8, 8),
+                                 ("bipolar_16x16", "bipolar", "bipolar", 16, 16)):
+        mac = MacArraySpec(pe=pe, simd=simd, weight_format=w, act_format=a, beats=4)
+        m = measured_block(mac, None, "xilinx")["resources"]
+        lanes = pe * simd
+        out[name] = {"lut": m["lut"], "ff": m["ff"], "carry": m["carry"], "lanes": lanes,
+                     "lut_per_lane": m["lut"] / lanes, "acc_bits": mac.acc_bits}
+        log(f"{name}: {m['lut']} LUT6 / {lanes} lanes = {m['lut'] / lanes:.2f} LUT per lane "
+            f"(acc {mac.acc_bits} bits, {m['ff']} FF)")
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m lowbit.sw.cost", description="calibrate the analytical cost model")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("calibrate", help="fit coefficients to yosys and write cost_coefficients.json")
+    c.add_argument("--families", default="xilinx,ice40")
+    c.add_argument("--jobs", type=int, default=2)
+    c.add_argument("--out", default=str(COEFFICIENTS_PATH))
+    sub.add_parser("lanes", help="measure LUTs per MAC lane on Xilinx")
+    args = p.parse_args(argv)
+    if args.cmd == "calibrate":
+        calibrate(tuple(args.families.split(",")), jobs=args.jobs, out=Path(args.out))
+    else:
+        lane_figures()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
