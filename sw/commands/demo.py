@@ -18,7 +18,11 @@ def add_arguments(p):
     from .common import positive_int
 
     p.add_argument("-o", "--output", default="build/demo", help="output folder")
-    p.add_argument("--images", type=positive_int, default=200, help="test images simulated in Verilator")
+    p.add_argument("--images", type=positive_int, default=1000, help="test images simulated in Verilator")
+    p.add_argument("--preset", default="sfc", choices=["tfc", "sfc", "lfc"], help="MLP size (FINN/Brevitas presets)")
+    p.add_argument("--method", default="pow2", help="quantization method (see lowbit quantize --help)")
+    p.add_argument("--weight-bits", type=int, default=4)
+    p.add_argument("--act-bits", type=int, default=4)
     p.add_argument("--skip-block", action="store_true", help="skip the block proof (step 1)")
     p.add_argument("--skip-network", action="store_true", help="skip the whole-network run (step 2)")
 
@@ -53,10 +57,8 @@ def run(args) -> int:
     if not args.skip_block:
         ok &= block_proof(out)
     if not args.skip_network:
-        try:
-            from .network_demo import network_demo
-        except ImportError:
-            print("[2] network: not available in this version")
-        else:
-            ok &= network_demo(out, images=args.images)
+        from .network_demo import network_demo
+
+        ok &= network_demo(out, images=args.images, preset=args.preset, method=args.method,
+                           weight_bits=args.weight_bits, act_bits=args.act_bits)
     return 0 if ok else 1
