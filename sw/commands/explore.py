@@ -1,0 +1,100 @@
+"""``lowbit explore``: sweep methods × bit widths × folding for accuracy, throughput and cost."""
+
+from __future__ import annotations
+
+HELP = "sweep quantization methods x bit widths x folding: accuracy, cycles, LUTs, fmax, images/s, Pareto plots"
+DESCRIPTION = """\
+Sweep post-training quantization methods and bit widths of a float32 MLP preset across MAC-lane
+budgets (folding), and report for every point: golden-model test accuracy (the hardware equals it
+bit for bit), cycles per image from the analytical folding model, LUTs/FFs/BRAM from the analytical
+cost model, and images/s = fmax / cycles. A few points are synthesized with yosys (+ nextpnr for the
+fmax) on --target and a few are run in Verilator on --sim-images test images to check the cycle
+model; every number says whether it is "model", "yosys" or "nextpnr"/"nominal".
+
+Writes to --out: results.csv, results.json, report.md (including Su et al.'s comparison: images/s per
+kLUT per bit width at matched accuracy, threshold --match), pareto_accuracy_vs_images_per_s.png,
+pareto_accuracy_vs_luts.png, efficiency_by_bits.png, and cache/ with one JSON per point: a rerun
+skips finished points (resume after an interruption), a failing point is recorded with its error.
+
+--config default: TFC on Fashion-MNIST, pow2/scaled/ternary/binary at 1/2/4/8 bits, lane budgets
+16/64/256/1024, 4 points synthesized on ecp5-25k, 2 simulated (about 10 minutes on 2 cores).
+--config small: digits, TFC, scaled/binary at 1/4 bits, 2 lane budgets, cost model only (seconds).
+Options given explicitly override the configuration's values.
+"""
+
+
+def _ints(text: str, name: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, not {text!r}") from None
+    if not vals:
+        raise ValueError(f"{name} must list at least one integer, not {text!r}")
+    return vals
+
+
+def add_arguments(p) -> None:
+    from lowbit.sw.explore import CONFIGS
+    from lowbit.sw.synth import TARGETS
+
+    p.add_argument("--config", default="default", choices=list(CONFIGS), help="base sweep configuration")
+    p.add_argument("--preset", default=None, help="MLP preset: tfc, sfc or lfc")
+    p.add_argument("--dataset", default=None, help="fashion-mnist, mnist, digits or auto")
+    p.add_argument("--methods", default=None, help="comma-separated post-training methods")
+    p.add_argument("--bits", default=None, help="comma-separated bit widths")
+    p.add_argument("--lanes", default=None, help="comma-separated MAC-lane budgets (folding)")
+    p.add_argument("--target", default=None, choices=list(TARGETS), help="synthesis target (and cost-model family)")
+    p.add_argument("--synth", type=int, default=None, metavar="N", help="points to synthesize (0: cost model only)")
+    p.add_argument("--sim", type=int, default=None, metavar="N", help="points to spot-check in Verilator")
+    p.add_argument("--sim-images", type=int, default=None, help="test images per simulated point")
+    p.add_argument("--qat-epochs", type=int, default=None, help="also quantization-aware points (b <= 4); 0: none")
+    p.add_argument("--match", default=None,
+                   help="accuracy threshold of the Su et al. comparison: float-N (N points below float32) or a percentage")
+    p.add_argument("--epochs", type=int, default=None, help="float32 training epochs (checkpoint reused)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--calib", type=int, default=None, help="calibration images")
+    p.add_argument("--test-images", type=int, default=None, help="test images for accuracy (0: all)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes (0: in this process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing Dask distributed cluster (e.g. tcp://127.0.0.1:8786) instead")
+    p.add_argument("--out", default="build/explore", help="output folder (its cache/ makes reruns resume)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def config_from_args(args):
+    """The sweep configuration: ``--config`` with every given option replacing its value."""
+    import dataclasses
+
+    from lowbit.sw.explore import CONFIGS
+
+    over = {}
+    for name in ("preset", "dataset", "target", "synth", "sim", "sim_images", "qat_epochs", "match", "epochs",
+                 "seed", "calib", "test_images"):
+        v = getattr(args, name)
+        if v is not None:
+            over[name] = v
+    if args.methods is not None:
+        over["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.bits is not None:
+        over["bits"] = _ints(args.bits, "--bits")
+    if args.lanes is not None:
+        over["lanes"] = _ints(args.lanes, "--lanes")
+    return dataclasses.replace(CONFIGS[args.config], **over)
+
+
+def run(args) -> int:
+    from lowbit.sw.explore import run_sweep
+
+    from .common import output_dir
+
+    cfg = config_from_args(args)
+    out = output_dir(args.out, param="--out")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be a non-negative integer, not {args.workers!r}")
+    res = run_sweep(cfg, out, workers=args.workers, scheduler=args.scheduler, progress=args.progress)
+    print(f"match threshold {100 * res.threshold:.2f}% ({cfg.match}); images/s per kLUT at matched accuracy:")
+    for s in res.su:
+        eff = f"{s['efficiency']:,.1f} ({s['point']}, {100 * s['accuracy']:.2f}%)" if s["efficiency"] else \
+            f"none (best {100 * s['best_accuracy']:.2f}%)"
+        print(f"  {s['bits']}-bit: {eff}")
+    return 1 if not res.rows else 0
