@@ -5,14 +5,17 @@ The rule is defined once in :mod:`lowbit.sw.requant`; this is its circuit.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.sw.formats import Kind, Rounding
 from lowbit.sw.specs import RequantSpec
 
-__all__ = ["Requantizer", "requant_input_layout", "requant_output_layout", "out_shape", "requant_lane"]
+__all__ = ["Requantizer", "requant_input_layout", "requant_output_layout", "out_shape", "requant_lane",
+           "requant_product", "requant_round_clip", "LATENCY"]
+
+LATENCY = 2  # cycles from an accepted input to its output beat
 
 
 def out_shape(spec: RequantSpec):
@@ -38,11 +41,15 @@ def requant_output_layout(spec: RequantSpec) -> data.ArrayLayout:
     return data.ArrayLayout(out_shape(spec), spec.lanes)
 
 
-def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None, shift: Value) -> Value:
-    """The combinational rule for one lane; returns the output code."""
-    total = acc + bias                                   # exact: Amaranth widens by one bit
+def requant_product(acc: Value, bias: Value, mult: Value | None) -> Value:
+    """Stage 1 of a lane: ``(acc + bias) · m``, exact (Amaranth widens every operation)."""
+    total = acc + bias
     v = total * mult if mult is not None else total      # signed × unsigned stays exact
-    v = Value.cast(v).as_signed()
+    return Value.cast(v).as_signed()
+
+
+def requant_round_clip(spec: RequantSpec, v: Value, shift: Value) -> Value:
+    """Stage 2 of a lane: rounding right shift and clip; returns the output code."""
     floor = v >> shift                                   # arithmetic shift: floor division
     if spec.rounding is Rounding.FLOOR:
         q = floor
@@ -64,8 +71,13 @@ def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None,
     return clipped[:fmt.bits]
 
 
+def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None, shift: Value) -> Value:
+    """The whole rule for one lane, combinationally (both stages back to back)."""
+    return requant_round_clip(spec, requant_product(acc, bias, mult), shift)
+
+
 class Requantizer(wiring.Component):
-    """Lane-parallel shift/clip unit with one register stage and stream handshakes.
+    """Lane-parallel shift/clip unit: two register stages, stream handshakes, full rate.
 
     Parameters
     ----------
@@ -96,16 +108,27 @@ class Requantizer(wiring.Component):
         m = Module()
         spec = self._spec
         p = self.i.payload
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # Two register stages: (acc + bias)·m, then shift/round/clip. Splitting the adder and
+        # multiplier from the barrel shifter and comparators halves the longest path.
+        a_valid = Signal()
+        a_prod = [Signal(signed(spec.product_bits + 1), name=f"prod_{k}") for k in range(spec.lanes)]
+        a_shift = [Signal(unsigned(spec.shift_bits), name=f"shift_{k}") for k in range(spec.lanes)]
+        b_free = ~self.o.valid | self.o.ready
+        a_free = ~a_valid | b_free
+        m.d.comb += self.i.ready.eq(a_free)
+
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += a_valid.eq(1)
             for k in range(spec.lanes):
                 mult = p.mult[k] if spec.mult_bits else None
-                code = requant_lane(spec, p.acc[k], p.bias[k], mult, p.shift[k])
-                m.d.sync += self.o.payload[k].eq(code)
+                m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k])]
+        with m.Elif(b_free):
+            m.d.sync += a_valid.eq(0)
+
+        with m.If(a_valid & b_free):
+            m.d.sync += self.o.valid.eq(1)
+            for k in range(spec.lanes):
+                m.d.sync += self.o.payload[k].eq(requant_round_clip(spec, a_prod[k], a_shift[k]))
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         return m
-
-
-

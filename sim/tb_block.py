@@ -5,7 +5,7 @@ Verilog; the run configuration from ``LOWBIT_TB_CONFIG``. Three phases, all scor
 against the golden model (:meth:`MacArraySpec.golden` then :meth:`RequantSpec.golden`):
 
 1. full rate, no gaps: corner and random vectors; cycles counted against the analytical
-   model (one cycle per beat plus the 2-register latency);
+   model (one cycle per beat plus the 3-register latency);
 2. random valid gaps and random backpressure, several bias/multiplier/shift settings;
 3. requantizer corners through the whole block: the bias is set per vector so that
    ``acc + bias`` lands on every saturation boundary and every rounding tie.
@@ -26,7 +26,9 @@ from lowbit.sim.portmap import pack_port, unpack_array
 from lowbit.sim.stimulus import mac_beats, mac_vectors, requant_corner_accs
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
-LATENCY = 2  # MAC accumulator/output register + requantizer output register
+from lowbit.hw.requant import LATENCY as REQUANT_LATENCY  # noqa: E402
+
+LATENCY = 1 + REQUANT_LATENCY  # MAC accumulator/output register + the requantizer's two stages
 
 
 def expected_cycles(total_beats: int) -> int:

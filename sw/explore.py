@@ -86,6 +86,9 @@ class SweepConfig:
         picks the cost model's coefficients.
     synth : int
         How many points to synthesize (yosys, plus nextpnr where the family has it).
+    synth_max_lut : int
+        Only points whose cost-model LUTs are at most this are synthesized: yosys time grows
+        with the design (a 6k-LUT TFC takes about 2 minutes on ECP5, 1024 lanes far longer).
     sim : int
         How many points to spot-check in Verilator, each on ``sim_images`` test images.
     qat_epochs : int
@@ -106,6 +109,7 @@ class SweepConfig:
     test_images: int = 0            # 0: the whole test set
     target: str = "ecp5-25k"
     synth: int = 4
+    synth_max_lut: int = 6000
     sim: int = 2
     sim_images: int = 300
     qat_epochs: int = 0
@@ -132,7 +136,7 @@ class SweepConfig:
             raise ValueError(f"bits must be at most 16, not {max(self.bits)}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {self.target!r}")
-        for name in ("synth", "sim", "qat_epochs", "test_images"):
+        for name in ("synth", "synth_max_lut", "sim", "qat_epochs", "test_images"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
@@ -176,9 +180,14 @@ def parse_match(text: str, float_accuracy: float) -> float:
 
 # --- tasks ------------------------------------------------------------------------------------------
 
+def _public(task: dict) -> dict:
+    """The task without its ``_``-prefixed fields (where things are, not what they are)."""
+    return {k: (_public(v) if isinstance(v, dict) else v) for k, v in task.items() if not k.startswith("_")}
+
+
 def task_key(task: dict) -> str:
-    """Stable hash of a task's configuration (the cache file name)."""
-    blob = json.dumps({"v": CACHE_VERSION, **task}, sort_keys=True, default=str)
+    """Stable hash of a task's configuration (the cache file name); ``_`` fields do not count."""
+    blob = json.dumps({"v": CACHE_VERSION, **_public(task)}, sort_keys=True, default=str)
     return f"{task['kind']}_{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
@@ -254,9 +263,27 @@ def _network_cached(blob: str):
 
 
 def network_for(task: dict):
-    """The quantized network of a task (memoized per process: foldings of one network share it)."""
+    """The quantized network of a task.
+
+    Memoized per process, and on disk under ``task["_net_cache"]`` when given: the foldings
+    of one network land on different workers, and QAT networks take minutes to make.
+    """
     blob = json.dumps({k: task[k] for k in _NET_FIELDS}, sort_keys=True)
-    return _network_cached(blob)
+    where = task.get("_net_cache")
+    if not where:
+        return _network_cached(blob)
+    from .ir import IRError, Network
+
+    path = Path(where) / f"net_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+    model, info = _float_model(task["preset"], task["dataset"], task["epochs"], task["seed"], task["model_dir"])
+    if path.is_file():
+        try:
+            return Network.load(path), info
+        except IRError:
+            pass  # damaged: make it again
+    net, info = _network_cached(blob)
+    net.save(path)  # atomic; two workers writing the same network write the same bytes
+    return net, info
 
 
 def estimate_network(net, plan, family: str) -> dict:
@@ -475,18 +502,19 @@ def execute(tasks: list[dict], cache: Path, *, workers: int = 2, scheduler: str 
             from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
 
             # spawn: torch and tqdm hold threads, and forking a threaded process can deadlock
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"))
+            try:
                 futs = {pool.submit(run_task, t): t for t in todo}
-                try:
-                    for fut in cf_completed(futs):
-                        try:
-                            done(fut.result())
-                        except Exception as e:  # noqa: BLE001
-                            done(lost(futs[fut], e))
-                except BaseException:
-                    for f in futs:
-                        f.cancel()
-                    raise
+                for fut in cf_completed(futs):
+                    try:
+                        done(fut.result())
+                    except Exception as e:  # noqa: BLE001
+                        done(lost(futs[fut], e))
+            except BaseException:
+                # Ctrl-C: drop the queued points at once; the finished ones are in the cache
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     finally:
         bar.close()
         stats.seconds = time.monotonic() - t0
@@ -611,9 +639,11 @@ def _pick(rows: list[dict], n: int, key_of, order) -> list[dict]:
     return picked
 
 
-def select_synth(rows: list[dict], n: int) -> list[dict]:
-    """Points to synthesize: the Pareto front of accuracy vs model images/s per kLUT, one bit width
-    after another (most accurate first), so every precision gets measured before any gets two."""
+def select_synth(rows: list[dict], n: int, max_lut: int | None = None) -> list[dict]:
+    """Points to synthesize: the Pareto front of accuracy vs model images/s per kLUT among the points
+    of at most ``max_lut`` model LUTs, one bit width after another (most accurate first), so every
+    precision gets measured before any gets two."""
+    rows = [r for r in rows if max_lut is None or r["lut_model"] <= max_lut]
     front = [rows[i] for i in pareto_front(rows, {"accuracy": "max", "images_per_s_per_klut": "max"})]
     rest = [r for r in rows if r not in front]
     picked = _pick(front, n, lambda r: r["bits"], lambda r: (-r["accuracy"], r["lut"]))
@@ -687,7 +717,8 @@ def run_sweep(config: SweepConfig, out_dir, *, workers: int = 2, scheduler: str 
     sha = _file_sha(checkpoint_path(config.preset, dataset, config.seed, config.epochs, config.model_dir))
     float_acc = float(info["test_accuracy"])
     threshold = parse_match(config.match, float_acc)
-    tasks = grid_points(config, sha, dataset) + list(extra_points or [])
+    tasks = [dict(t, _net_cache=str((cache / "nets").resolve()))
+             for t in grid_points(config, sha, dataset) + list(extra_points or [])]
     if log:
         log(f"explore: {config.preset} on {dataset} (float32 {100 * float_acc:.2f}%), {len(tasks)} points; "
             f"cache {cache}")
@@ -705,7 +736,7 @@ def run_sweep(config: SweepConfig, out_dir, *, workers: int = 2, scheduler: str 
         stats[kind] = dataclasses.asdict(s)
         return {c["key"]: r for c, r in zip(chosen, res)}
 
-    synth = follow("synth", select_synth(rows, config.synth), {})
+    synth = follow("synth", select_synth(rows, config.synth, config.synth_max_lut), {})
     sim = follow("sim", select_sim(rows, config.sim), {"sim_images": config.sim_images})
     rows, fmax = combine(results, synth, sim, config.family)
     failures = [{"kind": r["task"]["kind"], "point": (r["task"].get("label") or r["task"]["point"]["label"]),
@@ -838,8 +869,8 @@ def plot(result: SweepResult, out: Path) -> dict:
     if not rows:
         return {}
     bits = sorted({r["bits"] for r in rows})
-    cmap = plt.get_cmap("viridis")
-    color = {b: cmap(i / max(1, len(bits) - 1)) for i, b in enumerate(bits)}
+    cmap = plt.get_cmap("tab10")
+    color = {b: cmap(i % 10) for i, b in enumerate(bits)}
     markers = dict(zip(sorted({r["method"] for r in rows}), "osD^vP*X"))
     paths = {}
 
@@ -861,6 +892,8 @@ def plot(result: SweepResult, out: Path) -> dict:
         front = [rows[i] for i in pareto_front(rows, {xkey: sense, "accuracy": "max"})]
         ax.step([r[xkey] for r in front], [100 * r["accuracy"] for r in front], where="post" if sense == "min" else "pre",
                 color="crimson", lw=1.2, label="Pareto front")
+        ax.scatter([r[xkey] for r in front], [100 * r["accuracy"] for r in front], s=140, facecolors="none",
+                   edgecolors="crimson", linewidths=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")

@@ -22,8 +22,13 @@ def dense_accumulate(x, layer: DenseLayer) -> np.ndarray:
     x = layer.in_format.check(np.atleast_2d(x), name=f"input of {layer.name}")
     if x.shape[-1] != layer.in_features:
         raise ValueError(f"input of {layer.name} has {x.shape[-1]} features, the layer takes {layer.in_features}")
-    # int64 matmul is exact: |acc| < 2^acc_bits with acc_bits far below 63 for 16-bit formats.
-    return x @ layer.weights.T + layer.bias
+    lo, hi = layer.acc_range
+    if max(-lo, hi) < (1 << 52):
+        # Every product and partial sum is an integer below 2^53, so float64 BLAS is exact
+        # (and ~50x faster than numpy's int64 matmul, which has no BLAS path).
+        acc = (x.astype(np.float64) @ layer.weights.T.astype(np.float64)).astype(np.int64)
+        return acc + layer.bias
+    return x @ layer.weights.T + layer.bias  # int64: exact for any acc below 2^63
 
 
 def dense_forward(x, layer: DenseLayer) -> np.ndarray:

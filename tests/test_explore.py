@@ -152,11 +152,12 @@ def test_resume_after_interruption_and_failing_point(models, tmp_path, monkeypat
     assert "Failed points" in (tmp_path / "report.md").read_text()
 
 
-def test_local_pool_and_dask_give_the_same_results(models, tmp_path):
+def test_process_pool_and_dask_give_the_same_results(models, tmp_path):
     distributed = pytest.importorskip("distributed")
     cfg = small(models, methods=("scaled",), bits=(4,))
-    local = ex.run_sweep(cfg, tmp_path / "local", workers=0, progress=False, log=None)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1",
+    local = ex.run_sweep(cfg, tmp_path / "local", workers=2, progress=False, log=None)  # process pool
+    assert local.stats["eval"]["computed"] == 2
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1", protocol="tcp",
                                   dashboard_address=None) as cluster:
         remote = ex.run_sweep(cfg, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False, log=None)
     assert remote.stats["eval"]["computed"] == 2

@@ -45,6 +45,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lanes", default=None, help="comma-separated MAC-lane budgets (folding)")
     p.add_argument("--target", default=None, choices=list(TARGETS), help="synthesis target (and cost-model family)")
     p.add_argument("--synth", type=int, default=None, metavar="N", help="points to synthesize (0: cost model only)")
+    p.add_argument("--synth-max-lut", type=int, default=None, help="synthesize only points of at most this many model LUTs")
     p.add_argument("--sim", type=int, default=None, metavar="N", help="points to spot-check in Verilator")
     p.add_argument("--sim-images", type=int, default=None, help="test images per simulated point")
     p.add_argument("--qat-epochs", type=int, default=None, help="also quantization-aware points (b <= 4); 0: none")
@@ -68,7 +69,7 @@ def config_from_args(args):
     from lowbit.sw.explore import CONFIGS
 
     over = {}
-    for name in ("preset", "dataset", "target", "synth", "sim", "sim_images", "qat_epochs", "match", "epochs",
+    for name in ("preset", "dataset", "target", "synth", "synth_max_lut", "sim", "sim_images", "qat_epochs", "match", "epochs",
                  "seed", "calib", "test_images"):
         v = getattr(args, name)
         if v is not None:

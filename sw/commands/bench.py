@@ -1,0 +1,111 @@
+"""``lowbit bench``: the speed and throughput figures, measured."""
+
+from __future__ import annotations
+
+HELP = "benchmarks: golden model and packing speed, Verilator build/sim times, bit-exact runs on 10,000 images"
+DESCRIPTION = """\
+Measures and prints:
+  * golden-model inference speed (images/s, numpy int64) and weight packing time for SFC;
+  * for SFC (784-256-256-256-10) at 16x16 folding, quantized W1A1 (binary), W2A2, W4A4, W8A8 (pow2)
+    and ternary (A8): Verilator build time, simulation of --images test images (bit-exact check of
+    every output), simulated images/s, measured cycles per image against the analytical bound
+    (ratio), latency, and projected images/s at --clock-mhz.
+Results go to --output as bench.json and bench.md.
+"""
+
+NETS = [  # (name, method, weight bits, act bits)
+    ("W1A1 binary", "binary", 1, 1),
+    ("W2A2 pow2", "pow2", 2, 2),
+    ("W4A4 pow2", "pow2", 4, 4),
+    ("W8A8 pow2", "pow2", 8, 8),
+    ("ternary A8", "ternary", 2, 8),
+]
+
+
+def add_arguments(p):
+    from .common import positive_int
+
+    p.add_argument("-o", "--output", default="build/bench", help="output folder")
+    p.add_argument("--images", type=positive_int, default=10000, help="test images per network")
+    p.add_argument("--nets", default=",".join(str(i) for i in range(len(NETS))),
+                   help="which networks (indices into: " + "; ".join(f"{i}={n[0]}" for i, n in enumerate(NETS)) + ")")
+    p.add_argument("--clock-mhz", type=float, default=100.0)
+
+
+def run(args) -> int:
+    import json
+    import time
+
+    import numpy as np
+
+    from lowbit.hw.build import build_network, load_build
+    from lowbit.sim.netrun import simulate_build
+    from lowbit.sw.datasets import default_dataset, load_dataset
+    from lowbit.sw.fold import parse_fold, plan_folding
+    from lowbit.sw.golden import run_network
+    from lowbit.sw.pack import weight_banks
+    from lowbit.sw.quant import quantize
+    from lowbit.sw.train import load_or_train
+
+    from .common import output_dir
+
+    out = output_dir(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    name, why = default_dataset()
+    if why:
+        print(f"note: {why}")
+    ds = load_dataset(name)
+    model, info = load_or_train("sfc", ds, epochs=10, seed=0)
+    results = {"dataset": name, "float32_accuracy": info["test_accuracy"], "networks": []}
+
+    net = quantize(model, "pow2", 4, 4, ds.x_train[:4000], progress=False)
+    t0 = time.perf_counter()
+    run_network(net, ds.x_test, raw_pixels=True)
+    dt = time.perf_counter() - t0
+    results["golden_images_per_second"] = len(ds.x_test) / dt
+    t0 = time.perf_counter()
+    weight_banks(net.layers[0], 16, 16)
+    results["pack_seconds_784x256"] = time.perf_counter() - t0
+    print(f"golden model: {results['golden_images_per_second']:,.0f} images/s (SFC W4A4, numpy int64); "
+          f"packing 784x256 s4 at 16x16: {1000 * results['pack_seconds_784x256']:.1f} ms")
+
+    rows = []
+    for idx in [int(i) for i in args.nets.split(",")]:
+        label, method, wb, ab = NETS[idx]
+        qnet = quantize(model, method, wb, ab, ds.x_train[:4000], progress=False)
+        fold = "16x16,16x16,16x16,10x16" if qnet.in_features == 784 else "8x8,8x8,8x8,10x8"
+        plan = plan_folding(qnet, parse_fold(fold, len(qnet.layers)))
+        bdir = out / f"net{idx}"
+        t0 = time.perf_counter()
+        build_network(qnet, plan, bdir)
+        gen_s = time.perf_counter() - t0
+        manifest, back = load_build(bdir)
+        n = min(args.images, len(ds.x_test))
+        print(f"{label}: simulating {n} images ...", flush=True)
+        rep = simulate_build(bdir, manifest, back, ds.x_test[:n], ds.y_test[:n], stress=50)
+        row = {"net": label, "images": n, "mismatches": rep.mismatches, "hw_accuracy": rep.accuracy,
+               "golden_accuracy": rep.golden_accuracy, "cycles_per_image": rep.cycles_per_image,
+               "bound": plan.initiation_interval,
+               "ratio": (rep.cycles_per_image or 0) / plan.initiation_interval, "latency": rep.latency_cycles,
+               "generate_s": gen_s, "verilator_build_s": rep.run.build_seconds, "sim_s": rep.run.run_seconds,
+               "sim_images_per_s": rep.sim_images_per_second,
+               "projected_images_per_s": rep.projected_images_per_second(args.clock_mhz)}
+        rows.append(row)
+        print(f"  mismatches {row['mismatches']}, accuracy hw {100 * (row['hw_accuracy'] or 0):.2f}% = golden "
+              f"{100 * (row['golden_accuracy'] or 0):.2f}%, cycles/image {row['cycles_per_image']} vs bound "
+              f"{row['bound']} (ratio {row['ratio']:.3f}), build {row['verilator_build_s']:.0f} s, "
+              f"{row['sim_images_per_s']:.0f} images/s simulated", flush=True)
+    results["networks"] = rows
+    (out / "bench.json").write_text(json.dumps(results, indent=1))
+    lines = ["| network | images | mismatches | hw acc | golden acc | cycles/img | bound | ratio | latency | "
+             "Verilator build s | sim images/s | projected images/s @%g MHz |" % args.clock_mhz,
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['net']} | {r['images']} | {r['mismatches']} | {100 * (r['hw_accuracy'] or 0):.2f}% | "
+                     f"{100 * (r['golden_accuracy'] or 0):.2f}% | {r['cycles_per_image']} | {r['bound']} | "
+                     f"{r['ratio']:.3f} | {r['latency']} | {r['verilator_build_s']:.1f} | "
+                     f"{r['sim_images_per_s']:.0f} | {r['projected_images_per_s']:,.0f} |")
+    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    ok = all(r["mismatches"] == 0 for r in rows)
+    return 0 if ok else 1
