@@ -10,7 +10,9 @@ from lowbit.sw.specs import MacArraySpec
 
 from .arith import adder_tree, lane, product, xnor_dot
 
-__all__ = ["MacArray", "mac_input_layout"]
+__all__ = ["MacArray", "mac_input_layout", "LATENCY"]
+
+LATENCY = 2  # cycles from the last accepted beat of a vector to its result on ``o``
 
 
 def mac_input_layout(spec: MacArraySpec) -> data.StructLayout:
@@ -32,7 +34,8 @@ class MacArray(wiring.Component):
     Every accepted beat adds, for each row ``p``, ``Σ_s w[p,s]·x[s]`` to accumulator ``p``;
     the beat flagged ``last`` completes the vector and the ``pe`` sums leave on ``o``. The
     accumulators double as the output register, so a vector of ``n`` beats costs ``n``
-    cycles and the result appears one cycle after its last beat. While a result waits on a
+    cycles; the result appears ``LATENCY`` (2) cycles after its last beat is accepted
+    (dot-product register, then accumulator). While a result waits on a
     stalled ``o``, ``i`` is not ready (backpressure passes through).
 
     Parameters
@@ -73,19 +76,30 @@ class MacArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         spec = self._spec
-        fresh = Signal(init=1)  # the next beat starts a new vector
+        # Stage 1 registers each row's dot product (multipliers + adder tree); stage 2
+        # accumulates. Two short paths instead of one long multiply-tree-accumulate path.
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        dots = [Signal(signed(spec.acc_bits), name=f"dot_{p}") for p in range(spec.pe)]
+        fresh = Signal(init=1)  # the next accepted beat starts a new vector
 
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        accept = self.i.valid & self.i.ready
+        s2_free = ~self.o.valid | self.o.ready
+        s1_free = ~s1_valid | s2_free
+        m.d.comb += self.i.ready.eq(s1_free)
 
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(accept):
-            m.d.sync += fresh.eq(self.i.payload.last)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [s1_valid.eq(1), s1_first.eq(fresh), s1_last.eq(self.i.payload.last),
+                         fresh.eq(self.i.payload.last)]
+            for p in range(spec.pe):
+                # Width is safe to truncate: spec.acc_bits covers every partial sum.
+                m.d.sync += dots[p].eq(self.row_dot(p))
+        with m.Elif(s2_free):
+            m.d.sync += s1_valid.eq(0)
+
+        with m.If(s1_valid & s2_free):
             for p in range(spec.pe):
                 acc = self.o.payload[p]
-                # Width is safe to truncate: spec.acc_bits covers every partial sum.
-                m.d.sync += acc.eq(self.row_dot(p) + Mux(fresh, 0, acc))
-            with m.If(self.i.payload.last):
-                m.d.sync += self.o.valid.eq(1)
+                m.d.sync += acc.eq(dots[p] + Mux(s1_first, 0, acc))
+            m.d.sync += self.o.valid.eq(s1_last)
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         return m

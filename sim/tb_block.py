@@ -5,7 +5,7 @@ Verilog; the run configuration from ``LOWBIT_TB_CONFIG``. Three phases, all scor
 against the golden model (:meth:`MacArraySpec.golden` then :meth:`RequantSpec.golden`):
 
 1. full rate, no gaps: corner and random vectors; cycles counted against the analytical
-   model (one cycle per beat plus the 3-register latency);
+   model (one cycle per beat plus the pipeline latency);
 2. random valid gaps and random backpressure, several bias/multiplier/shift settings;
 3. requantizer corners through the whole block: the bias is set per vector so that
    ``acc + bias`` lands on every saturation boundary and every rounding tie.
@@ -26,9 +26,10 @@ from lowbit.sim.portmap import pack_port, unpack_array
 from lowbit.sim.stimulus import mac_beats, mac_vectors, requant_corner_accs
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
+from lowbit.hw.mac import LATENCY as MAC_LATENCY  # noqa: E402
 from lowbit.hw.requant import LATENCY as REQUANT_LATENCY  # noqa: E402
 
-LATENCY = 1 + REQUANT_LATENCY  # MAC accumulator/output register + the requantizer's two stages
+LATENCY = MAC_LATENCY + REQUANT_LATENCY  # dot product, accumulator, two requantizer stages
 
 
 def expected_cycles(total_beats: int) -> int:

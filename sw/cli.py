@@ -20,6 +20,10 @@ COMMANDS = [
 ]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the line breaks of a subcommand's description and shows every default."""
+
+
 class UserError(Exception):
     """A bad input from the user: printed without a traceback, exit status 2."""
 
@@ -44,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # not built yet
             raise
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from lowbit.hw.mac import MacArray
+from lowbit.hw.mac import LATENCY, MacArray
 from lowbit.sim.streams import get_n, put_all
 from lowbit.sim.stimulus import mac_beats, mac_vectors
 from lowbit.sw.specs import MacArraySpec
@@ -59,7 +59,7 @@ def test_mac_array_equals_golden(wf, af, pe, simd, beats):
 
 
 def test_vectors_of_different_lengths_and_exact_cycle_count():
-    """A full-rate stream of n-beat vectors takes n cycles per vector, results 1 cycle after."""
+    """A full-rate stream of n-beat vectors takes n cycles per vector, results LATENCY cycles after."""
     spec = MacArraySpec(pe=2, simd=2, weight_format="s4", act_format="u4", beats=4)
     rng = np.random.default_rng(7)
     vectors = [mac_vectors(spec, 1, rng, beats=b)[-1] for b in (1, 4, 2, 3)]
@@ -82,7 +82,8 @@ def test_vectors_of_different_lengths_and_exact_cycle_count():
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
-    # Beats are accepted at edges 0..9; vector ends after beats 1, 5, 7, 10 → outputs sampled
-    # at the edges after those: cycles 1, 5, 7, 10.
-    assert [c for c, _ in log] == [1, 5, 7, 10]
+    # Beats are accepted at edges 0..9; vectors end with the beats of edges 0, 4, 6, 9, and
+    # each result is on o LATENCY = 2 edges later: sampled at cycles 2, 6, 8, 11.
+    assert LATENCY == 2
+    assert [c for c, _ in log] == [2, 6, 8, 11]
     assert [v for _, v in log] == [spec.golden(x, w).tolist() for x, w in vectors]

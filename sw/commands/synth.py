@@ -29,7 +29,8 @@ def add_arguments(p):
     p.add_argument("--target", default="ice40-up5k", choices=list(TARGETS), help="FPGA target")
     p.add_argument("--dsp", default="auto", choices=["auto", "on", "off"],
                    help="DSP inference; auto falls back to LUT multipliers when the DSPs do not fit")
-    p.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip nextpnr (no fmax)")
+    p.add_argument("--no-pnr", dest="pnr", action="store_false", default=True,
+                   help="skip nextpnr (no fmax); place and route runs unless this is given")
     p.add_argument("--freq", type=float, default=None,
                    help="nextpnr clock constraint in MHz (default: 50 for iCE40, 150 for ECP5)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
