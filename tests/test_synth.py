@@ -20,3 +20,18 @@ def test_block_synthesizes(tmp_path, config, family, lut):
     assert luts > 0
     # at least the accumulators, the output codes and both valid flags are registers
     assert ffs >= mac.pe  # registers survive (constant bits, such as an XNOR sum's LSB, are pruned)
+
+
+@pytest.mark.hdl
+@pytest.mark.parametrize("family, lut", [("ice40", "SB_LUT4"), ("xilinx", "LUT")])
+@pytest.mark.parametrize("wf, af, fold", [("s4", "u4", [(8, 8), (5, 8)]), ("bipolar", "bipolar", [(16, 16), (10, 16)])],
+                         ids=["w4a4", "w1a1"])
+def test_network_top_synthesizes(tmp_path, family, lut, wf, af, fold):
+    from lowbit.hw.build import build_network
+    from lowbit.sw.fold import plan_folding
+    from lowbit.sw.randnet import random_network
+
+    net = random_network([64, 32, 10], wf, af, seed=3)
+    manifest = build_network(net, plan_folding(net, fold), tmp_path / "net", formats=("hex",))
+    stats = yosys_synth(tmp_path / "net" / "lowbit_net.v", manifest["top"], family)
+    assert sum(n for cell, n in stats["cells"].items() if cell.startswith(lut)) > 0
