@@ -81,10 +81,16 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
 
 
 def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
-    """Registers: accumulators, output codes, valid flags and the fresh-vector flag."""
-    n = mac.pe * mac.acc_bits + 2
+    """Registers of the two-stage MAC array and the two-stage requantizer (hw/mac.py, hw/requant.py).
+
+    MAC: the dot-product register and the accumulator per PE, plus valid/first/last of stage 1,
+    the output valid and the fresh-vector flag. Requantizer: the biased, multiplied product and
+    its shift amount per lane, the output codes, and two valid flags.
+    """
+    n = 2 * mac.pe * mac.acc_bits + 5
     if rq is not None:
-        n += rq.lanes * (1 if rq.out_format.kind is Kind.BIPOLAR else rq.out_format.bits) + 1
+        out_bits = 1 if rq.out_format.kind is Kind.BIPOLAR else rq.out_format.bits
+        n += rq.lanes * (rq.product_bits + 1 + rq.shift_bits + out_bits) + 2
     return n
 
 

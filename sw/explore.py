@@ -226,7 +226,7 @@ def grid_points(config: SweepConfig, model_sha: str = "", dataset: str | None = 
                         "method": method, "bits": b, "weight_bits": wb, "act_bits": ab, "opts": opts,
                         "label": label, "qat_epochs": qat, "calib": config.calib,
                         "test_images": config.test_images, "lanes": lanes, "target": config.target,
-                        "cost_family": COST_FAMILY[config.family],
+                        "cost_family": COST_FAMILY[config.family], "mem_family": config.family,
                     })
     return tasks
 
@@ -286,8 +286,11 @@ def network_for(task: dict):
     return net, info
 
 
-def estimate_network(net, plan, family: str) -> dict:
+def estimate_network(net, plan, family: str, mem_family: str | None = None) -> dict:
     """Cost model of a folded network: the sum over layers of MAC array + requantizer and memories.
+
+    ``family`` picks the LUT coefficients, ``mem_family`` (default ``family``) the block-RAM
+    and LUTRAM shapes: ECP5 borrows iCE40's LUT4 coefficients but has its own 18-kbit RAMs.
 
     Each layer is one MVAU with a PE×SIMD array, weights in a ``NF·SF × PE·SIMD·b`` memory
     and per-channel parameters (bias, multiplier, shift) in an ``NF``-deep memory, as
@@ -309,8 +312,8 @@ def estimate_network(net, plan, family: str) -> dict:
                              shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
                              relu=layer.requant.relu)
         blk = estimate_block(mac, rq, family)
-        wmem = weight_memory(fold.nf * fold.sf, mac.weight_word_bits, family)
-        pmem = weight_memory(fold.nf, fold.pe * params.width, family)
+        wmem = weight_memory(fold.nf * fold.sf, mac.weight_word_bits, mem_family or family)
+        pmem = weight_memory(fold.nf, fold.pe * params.width, mem_family or family)
         tot["lut"] += blk["lut"] + wmem["lutram_luts"] + pmem["lutram_luts"]
         tot["lutram_luts"] += wmem["lutram_luts"] + pmem["lutram_luts"]
         tot["ff"] += blk["ff"]
@@ -332,7 +335,7 @@ def evaluate_point(task: dict) -> dict:
         x, y = x[:task["test_images"]], y[:task["test_images"]]
     acc = float(np.mean(run_network(net, x, raw_pixels=True).classes == y))
     plan = auto_fold(net, max_lanes=task["lanes"])
-    cost = estimate_network(net, plan, task["cost_family"])
+    cost = estimate_network(net, plan, task["cost_family"], task["mem_family"])
     return {"accuracy": acc, "float_accuracy": float(info["test_accuracy"]), "test_images": int(len(y)),
             "network": net.name, "formats": [f"{l.weight_format}/{l.in_format}" for l in net.layers],
             "fold": str(plan), "mac_lanes": plan.mac_lanes, "cycles_model": plan.initiation_interval,
@@ -389,6 +392,7 @@ def sim_point(task: dict) -> dict:
             "latency_cycles": rep.latency_cycles}
 
 
+_COST_FIELDS = ("cost_family", "mem_family", "test_images", "target")
 _KINDS = {"eval": "evaluate_point", "synth": "synth_point", "sim": "sim_point"}
 
 
@@ -728,7 +732,9 @@ def run_sweep(config: SweepConfig, out_dir, *, workers: int = 2, scheduler: str 
 
     def follow(kind: str, chosen: list[dict], extra: dict) -> dict:
         by_key = {r["key"]: r for r in results}
-        ts = [{"kind": kind, "point": by_key[c["key"]]["task"], "target": config.target,
+        # the build depends on the network and the folding only, not on how the sweep costs it
+        ts = [{"kind": kind, "point": {k: v for k, v in by_key[c["key"]]["task"].items() if k not in _COST_FIELDS},
+               "target": config.target,
                "build_dir": str((out / "builds" / f"{kind}_{c['key']}").resolve()), **extra} for c in chosen]
         if not ts:
             return {}
