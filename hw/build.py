@@ -2,9 +2,12 @@
 
 Output folder
 -------------
-``<top>.v``        the accelerator (plain Verilog-2005; memories embedded as initial values,
-                   equal to the image files by construction: both come from
-                   :mod:`lowbit.sw.pack`)
+``<top>.v``        the accelerator (plain Verilog-2005). ``memories="embedded"`` (default):
+                   every memory initialised in the Verilog, equal to the image files by
+                   construction (both come from :mod:`lowbit.sw.pack`). ``"readmemh"``: each
+                   weight/parameter memory reads its ``.hex`` image with ``$readmemh`` (file
+                   name only: tools resolve it against their working directory or the
+                   Verilog's folder; see :mod:`lowbit.hw.readmem`)
 ``layer*_*.hex|mem|coe|mif|bin``  every weight and parameter memory, per PE bank
 ``net.npz``        the integer IR the hardware was built from (for the golden model)
 ``manifest.json``  every memory (layer, bank, width, depth, lane order, encoding, files and
@@ -30,8 +33,15 @@ from lowbit.sw.memimage import ImageSet
 from .emit import port_map
 from .mvu import layer_specs
 from .network import NetworkTop
+from .readmem import use_readmemh
 
-__all__ = ["build_network", "IO_PROTOCOL", "TOP_NAME"]
+__all__ = ["build_network", "IO_PROTOCOL", "TOP_NAME", "MEMORY_STYLES"]
+
+MEMORY_STYLES = {
+    "embedded": "embedded: the Verilog initialises every memory with the same words as the image files",
+    "readmemh": "readmemh: every weight and parameter memory is initialised by $readmemh of its .hex image "
+                "(file name only, resolved against the tool's working directory or the Verilog's folder)",
+}
 
 TOP_NAME = "lowbit_net"
 IO_PROTOCOL = {
@@ -52,8 +62,12 @@ def _sha256(data: bytes) -> str:
 
 
 def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
-                  formats=("hex", "mem", "coe", "mif", "bin")) -> dict:
+                  formats=("hex", "mem", "coe", "mif", "bin"), memories: str = "embedded") -> dict:
     """Generate and write everything; the folder appears complete or not at all."""
+    if memories not in MEMORY_STYLES:
+        raise ValueError(f"memories must be one of {', '.join(MEMORY_STYLES)}, not {memories!r}")
+    if memories == "readmemh" and "hex" not in formats:
+        raise ValueError(f"formats must include 'hex' when memories is 'readmemh', not {list(formats)!r}")
     out_dir = Path(out_dir)
     top = NetworkTop(net, plan)
     text = verilog.convert(top, name=TOP_NAME, emit_src=False)
@@ -62,6 +76,9 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     for k, (layer, fold) in enumerate(zip(net.layers, plan.layers)):
         _, _, params = layer_specs(layer, fold)
         images.add_layer(k, layer, fold.pe, fold.simd, params)
+    readmem = []
+    if memories == "readmemh":
+        text, readmem = use_readmemh(text, images.memories)
 
     layers = []
     for k, (layer, fold, mvu) in enumerate(zip(net.layers, plan.layers, top.mvus)):
@@ -81,7 +98,8 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         "top": TOP_NAME,
         "verilog": [f"{TOP_NAME}.v"],
         "verilog_sha256": _sha256(text.encode()),
-        "memory_style": "embedded: the Verilog initialises every memory with the same words as the image files",
+        "memory_style": MEMORY_STYLES[memories],
+        "readmemh_files": sorted({f for _, f in readmem}),
         "ir": {"file": "net.npz", "sha256": _sha256(ir_bytes), "name": net.name,
                "input_transform": net.input.to_json()},
         "io": IO_PROTOCOL,

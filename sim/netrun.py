@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,12 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
     for k in ("outputs", "cycles"):
         files[k].unlink(missing_ok=True)
     harness = write_harness(sim_dir / f"{HARNESS_TOP}.v", manifest, n)
+    # $readmemh builds name their images without a folder: the simulator resolves them against
+    # its working directory, the testbench's build folder
+    run_dir = sim_dir / "obj"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for fname in manifest.get("readmemh_files", []):
+        shutil.copyfile(build_dir / fname, run_dir / fname)
     budget_cycles = (n + 10) * manifest["expected_cycles_per_image"] * 4 + 100_000
     sources = [build_dir / v for v in manifest["verilog"]] + [harness]
     extra_args, lib_seconds = [], 0.0
@@ -114,7 +121,7 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
         sources, extra_args = [wrapper], [str(library)]
     run = run_testbench(
         verilog=sources, top=HARNESS_TOP,
-        test_module="lowbit.sim.tb_network", build_dir=sim_dir / "obj", simulator=simulator, waves=waves,
+        test_module="lowbit.sim.tb_network", build_dir=run_dir, simulator=simulator, waves=waves,
         config={"n": n, "stress": stress, "timeout_ns": budget_cycles * 10},
         build_args=extra_args,
         plusargs=[f"+LOWBIT_INPUTS={files['inputs']}", f"+LOWBIT_OUTPUTS={files['outputs']}",

@@ -21,7 +21,20 @@ COMMANDS = [
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the line breaks of a subcommand's description and shows every default."""
+    """Keeps the line breaks of a subcommand's description and shows every meaningful default.
+
+    A default of ``None`` (the help already says what happens) and the implicit value of an
+    on/off flag (``store_true``/``store_false``) would only print ``(default: None)`` or a
+    misleading ``(default: True)``, so they are left out.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return text
+        if "(default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):

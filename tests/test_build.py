@@ -73,3 +73,54 @@ def test_cli_build_random_network(tmp_path, capsys):
     assert "expected:" in out and "cycles per image" in out
     manifest = json.loads((tmp_path / "n" / "manifest.json").read_text())
     assert sum(l["pe"] * l["simd"] for l in manifest["folding"]) <= 64
+
+
+def test_readmemh_build_points_every_memory_at_its_image(tmp_path):
+    import re
+
+    net = random_network([12, 8, 4], "s4", "u4", seed=5)
+    plan = plan_folding(net, [(4, 3), (2, 4)])
+    manifest = build_network(net, plan, tmp_path / "net", memories="readmemh")
+    text = (tmp_path / "net" / "lowbit_net.v").read_text()
+    loads = re.findall(r'initial \$readmemh\("([^"]+)", (\w+)\);', text)
+    hex_files = sorted(m["files"]["hex"]["file"] for m in manifest["memories"])
+    assert sorted(f for f, _ in loads) == hex_files == manifest["readmemh_files"]
+    # weights of bank b go to weights_b, params of bank b to params_b
+    for fname, mem in loads:
+        kind, bank = re.match(r"layer\d+_(weights|params)_bank(\d+)\.hex", fname).groups()
+        assert mem == f"{kind}_{bank}"
+    # no weight or parameter word is left embedded
+    assert not re.search(r"^\s*(weights|params)_\d+\[\d+\] = ", text, re.M)
+    assert manifest["memory_style"].startswith("readmemh")
+    m, back = load_build(tmp_path / "net")
+    assert np.array_equal(back.layers[1].weights, net.layers[1].weights)
+
+
+def test_readmemh_refuses_a_memory_that_matches_no_image(tmp_path):
+    from dataclasses import replace
+
+    from lowbit.hw.readmem import use_readmemh
+    from lowbit.hw.network import NetworkTop
+    from lowbit.hw.mvu import layer_specs
+    from lowbit.sw.memimage import ImageSet
+    from amaranth.back import verilog
+
+    net = random_network([12, 8, 4], "s4", "u4", seed=5)
+    plan = plan_folding(net, [(4, 3), (2, 4)])
+    text = verilog.convert(NetworkTop(net, plan), name="lowbit_net", emit_src=False)
+    images = ImageSet()
+    for k, (layer, fold) in enumerate(zip(net.layers, plan.layers)):
+        images.add_layer(k, layer, fold.pe, fold.simd, layer_specs(layer, fold)[2])
+    mems = images.memories
+    out, mapping = use_readmemh(text, mems)
+    assert len(mapping) == len(mems)
+    altered = [replace(m, words=(m.words[0] ^ 1,) + m.words[1:]) if i == 0 else m for i, m in enumerate(mems)]
+    with pytest.raises(ValueError, match=r"memories must equal one of the build's images.*weights_0"):
+        use_readmemh(text, altered)
+    with pytest.raises(ValueError, match=r"every image must initialise a memory.*layer9_weights_bank0"):
+        use_readmemh(text, mems + [replace(altered[0], layer=9)])
+    with pytest.raises(ValueError, match=r"memories must be one of embedded, readmemh, not 'rom'"):
+        build_network(net, plan, tmp_path / "x", memories="rom")
+    with pytest.raises(ValueError, match=r"formats must include 'hex' when memories is 'readmemh'"):
+        build_network(net, plan, tmp_path / "x", memories="readmemh", formats=("coe",))
+    assert not (tmp_path / "x").exists()

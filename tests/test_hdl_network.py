@@ -16,13 +16,14 @@ from lowbit.sw.fold import parse_fold, plan_folding
 from lowbit.sw.quant import quantize
 from lowbit.sw.train import load_or_train
 
-CASES = [  # (name, method, weight bits, act bits, fold)
-    ("w1a1", "binary", 1, 1, "16x16,16x16,16x16,10x16"),
-    ("w2a2", "pow2", 2, 2, "8x8,8x8,8x8,10x8"),
-    ("w4a4", "pow2", 4, 4, "8x8,8x8,8x8,10x8"),
-    ("w8a8", "pow2", 8, 8, "4x16,8x4,8x8,5x8"),
-    ("ternary_a4", "ternary", 2, 4, "16x4,4x16,16x4,2x16"),
-    ("scaled_w4a4", "scaled", 4, 4, "2x64,64x2,1x64,10x1"),
+CASES = [  # (name, method, weight bits, act bits, fold, memories)
+    ("w1a1", "binary", 1, 1, "16x16,16x16,16x16,10x16", "embedded"),
+    ("w2a2", "pow2", 2, 2, "8x8,8x8,8x8,10x8", "embedded"),
+    ("w4a4", "pow2", 4, 4, "8x8,8x8,8x8,10x8", "embedded"),
+    ("w8a8", "pow2", 8, 8, "4x16,8x4,8x8,5x8", "embedded"),
+    ("ternary_a4", "ternary", 2, 4, "16x4,4x16,16x4,2x16", "embedded"),
+    # weights loaded by $readmemh from the .hex images (copied beside the simulation)
+    ("scaled_w4a4_readmemh", "scaled", 4, 4, "2x64,64x2,1x64,10x1", "readmemh"),
 ]
 
 
@@ -35,12 +36,12 @@ def digits_tfc(tmp_path_factory):
 
 
 @pytest.mark.hdl
-@pytest.mark.parametrize("name, method, wb, ab, fold", CASES, ids=[c[0] for c in CASES])
-def test_network_bit_exact_on_every_digits_image(tmp_path, digits_tfc, name, method, wb, ab, fold):
+@pytest.mark.parametrize("name, method, wb, ab, fold, memories", CASES, ids=[c[0] for c in CASES])
+def test_network_bit_exact_on_every_digits_image(tmp_path, digits_tfc, name, method, wb, ab, fold, memories):
     ds, model = digits_tfc
     net = quantize(model, method, wb, ab, ds.x_train, progress=False)
     plan = plan_folding(net, parse_fold(fold, len(net.layers)))
-    build_network(net, plan, tmp_path / "net")
+    build_network(net, plan, tmp_path / "net", memories=memories)
     manifest, net_back = load_build(tmp_path / "net")
     pixels = np.concatenate([ds.x_train, ds.x_test])
     labels = np.concatenate([ds.y_train, ds.y_test])

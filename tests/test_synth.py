@@ -35,3 +35,21 @@ def test_network_top_synthesizes(tmp_path, family, lut, wf, af, fold):
     manifest = build_network(net, plan_folding(net, fold), tmp_path / "net", formats=("hex",))
     stats = yosys_synth(tmp_path / "net" / "lowbit_net.v", manifest["top"], family)
     assert sum(n for cell, n in stats["cells"].items() if cell.startswith(lut)) > 0
+
+
+@pytest.mark.hdl
+def test_readmemh_network_synthesizes_like_the_embedded_one(tmp_path):
+    """yosys finds the $readmemh images beside the Verilog; memories come out as block RAM as before."""
+    from lowbit.hw.build import build_network
+    from lowbit.sw.fold import plan_folding
+    from lowbit.sw.randnet import random_network
+
+    net = random_network([64, 32, 10], "s4", "u4", seed=3)
+    plan = plan_folding(net, [(8, 8), (5, 8)])
+    stats = {}
+    for style in ("embedded", "readmemh"):
+        m = build_network(net, plan, tmp_path / style, formats=("hex",), memories=style)
+        stats[style] = yosys_synth(tmp_path / style / "lowbit_net.v", m["top"], "ice40")["cells"]
+    assert stats["readmemh"].get("SB_RAM40_4K", 0) == stats["embedded"].get("SB_RAM40_4K", 0) > 0
+    luts = [stats[s]["SB_LUT4"] for s in ("embedded", "readmemh")]
+    assert abs(luts[0] - luts[1]) <= 0.02 * luts[0], luts

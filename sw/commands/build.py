@@ -28,6 +28,10 @@ def add_arguments(p):
     p.add_argument("--max-lanes", type=positive_int, default=None, help="auto fold: total MAC lane budget")
     p.add_argument("--target-cycles", type=positive_int, default=None, help="auto fold: cycles per image")
     p.add_argument("--formats", default="hex,mem,coe,mif,bin", help="memory image formats to write")
+    p.add_argument("--memories", default="embedded", choices=["embedded", "readmemh"],
+                   help="embedded: the Verilog holds every memory's initial words; readmemh: weight and "
+                        "parameter memories load their .hex image with $readmemh (file name only: keep the "
+                        ".hex files beside the Verilog or in the tool's working directory)")
     g = p.add_argument_group("random network (instead of NET)")
     g.add_argument("--random", default=None, metavar="SIZES", help="e.g. 784,256,256,256,10")
     g.add_argument("--weight", default="s4", help="weight format of the random network")
@@ -78,7 +82,7 @@ def run(args) -> int:
     plan = choose_plan(net, args.fold, args.max_lanes, args.target_cycles)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     t0 = time.perf_counter()
-    manifest = build_network(net, plan, out, formats=formats)
+    manifest = build_network(net, plan, out, formats=formats, memories=args.memories)
     print(net.describe())
     print(f"folding {plan} ({plan.mac_lanes} MAC lanes)")
     for layer in manifest["folding"]:
