@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from lowbit.sw.formats import IntFormat, Kind
 
-__all__ = ["decode", "lane", "product", "adder_tree", "popcount", "xnor_dot"]
+__all__ = ["decode", "lane", "product", "adder_tree", "popcount", "xnor_dot", "xnor_agree_dot"]
 
 
 def lane(word: Value, index: int, bits: int) -> Value:
@@ -74,8 +74,12 @@ def popcount(bits: Value) -> Value:
 
 def xnor_dot(w_word: Value, x_word: Value, n: int) -> Value:
     """Σ w·x over ``n`` bipolar lanes: ``2·popcount(XNOR) − n`` (FINN's binary dot product)."""
-    agree = ~(w_word[:n] ^ x_word[:n])
-    pc = popcount(agree)
+    return xnor_agree_dot(~(w_word[:n] ^ x_word[:n]), n)
+
+
+def xnor_agree_dot(agree: Value, n: int) -> Value:
+    """``2·popcount(agree) − n``: the bipolar dot product from its XNOR word."""
+    pc = popcount(agree[:n])
     # zero-extend before reinterpreting as signed, so a full count stays positive
     doubled = Cat(pc, Const(0, 2)).as_signed() << 1
     return doubled - Const(n, signed(n.bit_length() + 1))

@@ -47,6 +47,13 @@ def _tree_bits(n: int, leaf_bits: int) -> int:
     return total
 
 
+def _product_bits(mac: MacArraySpec) -> int:
+    """Signed width of one lane's product ``w·x`` over the formats' ranges."""
+    wf, af = mac.weight_format, mac.act_format
+    ends = (wf.min * af.min, wf.min * af.max, wf.max * af.min, wf.max * af.max, 0)
+    return max(min(ends).bit_length(), max(ends).bit_length()) + 1
+
+
 def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
     """The structural quantities the LUT count is linear in, for one MAC array + requantizer."""
     f = dict.fromkeys(FEATURES, 0.0)
@@ -54,9 +61,7 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
     wb, ab = wf.bits, af.bits
     lanes = mac.pe * mac.simd
     kind = mac.product
-    lo, hi = min(wf.min * af.min, wf.min * af.max, wf.max * af.min, wf.max * af.max, 0), \
-        max(wf.min * af.min, wf.min * af.max, wf.max * af.min, wf.max * af.max, 0)
-    prod_bits = max(lo.bit_length(), hi.bit_length()) + 1
+    prod_bits = _product_bits(mac)
     if kind == "xnor":
         f["lane_xnor"] = lanes                  # one XNOR, folded into the popcount tree's first LUT level
         f["tree"] = mac.pe * _tree_bits(mac.simd, 1)
@@ -81,16 +86,23 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
 
 
 def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
-    """Registers of the two-stage MAC array and the two-stage requantizer (hw/mac.py, hw/requant.py).
+    """Registers of the four-stage MAC array and three-stage requantizer (hw/mac.py, hw/requant.py).
 
-    MAC: the dot-product register and the accumulator per PE, plus valid/first/last of stage 1,
-    the output valid and the fresh-vector flag. Requantizer: the biased, multiplied product and
-    its shift amount per lane, the output codes, and two valid flags.
+    MAC: the product registers (one XNOR bit per lane for bipolar x bipolar), the partial sums
+    of the first adder-tree stage, the dot-product register and the accumulator per PE, plus
+    valid/first/last of three stages, the output valid and the fresh-vector flag. Requantizer: per lane the biased, multiplied product and its
+    shift, the floor and round-up bit, the output code; three valid flags.
     """
-    n = 2 * mac.pe * mac.acc_bits + 5
+    g = mac.tree_split
+    groups = -(-mac.simd // g)
+    if mac.product == "xnor":
+        terms, parts = mac.simd, groups * g.bit_length()
+    else:
+        terms, parts = mac.simd * _product_bits(mac), groups * (_product_bits(mac) + (g - 1).bit_length())
+    n = mac.pe * (terms + parts + 2 * mac.acc_bits) + 11
     if rq is not None:
         out_bits = 1 if rq.out_format.kind is Kind.BIPOLAR else rq.out_format.bits
-        n += rq.lanes * (rq.product_bits + 1 + rq.shift_bits + out_bits) + 2
+        n += rq.lanes * (2 * (rq.product_bits + 1) + rq.shift_bits + 1 + out_bits) + 3
     return n
 
 
@@ -195,19 +207,17 @@ def _cache_dir() -> Path:
 
 
 def measured_block(mac: MacArraySpec, rq: RequantSpec | None, family: str, *, cache: Path | None = None) -> dict:
-    """yosys resources of a block (DSP inference off), cached by a hash of spec + script."""
-    from .synth import resources, synth_script, yosys_synth
+    """yosys resources of a block (DSP inference off), cached by a hash of its Verilog + script.
 
-    key = json.dumps({"mac": mac.to_json(), "rq": rq.to_json() if rq else None, "family": family,
-                      "script": synth_script(family, "top", dsp=False)}, sort_keys=True)
-    h = hashlib.sha256(key.encode()).hexdigest()[:16]
-    cdir = Path(cache) if cache else _cache_dir()
-    path = cdir / f"{family}_{h}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    The key is the generated Verilog itself, not the spec: a change to the hardware
+    generators invalidates every cached count.
+    """
     import tempfile
 
     from lowbit.hw.emit import emit
+
+    from .synth import resources, synth_script, yosys_synth
+
     with tempfile.TemporaryDirectory() as tmp:
         if rq is None:
             from lowbit.hw.mac import MacArray
@@ -215,6 +225,13 @@ def measured_block(mac: MacArraySpec, rq: RequantSpec | None, family: str, *, ca
         else:
             from lowbit.hw.blocks import MacRequantBlock
             v, _ = emit(MacRequantBlock(mac, rq), "top", tmp, {"mac": mac.to_json(), "requant": rq.to_json()})
+        key = json.dumps({"verilog": hashlib.sha256(Path(v).read_bytes()).hexdigest(), "family": family,
+                          "script": synth_script(family, "top", dsp=False)}, sort_keys=True)
+        h = hashlib.sha256(key.encode()).hexdigest()[:16]
+        cdir = Path(cache) if cache else _cache_dir()
+        path = cdir / f"{family}_{h}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
         stats = yosys_synth(v, "top", family, dsp=False)
     out = {"resources": resources(stats["cells"], family), "cells": stats["cells"]}
     cdir.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,13 @@ class MacArraySpec:
         return product_kind(self.weight_format, self.act_format)
 
     @property
+    def tree_split(self) -> int:
+        """Products per partial sum of the MAC's first adder-tree stage: ⌈levels/2⌉ levels of
+        the ``simd``-leaf tree are registered there, the rest in the next stage."""
+        levels = max(0, (self.simd - 1).bit_length())
+        return 1 << ((levels + 1) // 2)
+
+    @property
     def weight_word_bits(self) -> int:
         return self.pe * self.simd * self.weight_format.bits
 

@@ -83,7 +83,8 @@ def test_vectors_of_different_lengths_and_exact_cycle_count():
     sim.add_testbench(consumer)
     sim.run()
     # Beats are accepted at edges 0..9; vectors end with the beats of edges 0, 4, 6, 9, and
-    # each result is on o LATENCY = 2 edges later: sampled at cycles 2, 6, 8, 11.
-    assert LATENCY == 2
-    assert [c for c, _ in log] == [2, 6, 8, 11]
+    # each result is on o LATENCY = 4 edges later (products, two adder-tree halves,
+    # accumulator): sampled at cycles 4, 8, 10, 13.
+    assert LATENCY == 4
+    assert [c for c, _ in log] == [4, 8, 10, 13]
     assert [v for _, v in log] == [spec.golden(x, w).tolist() for x, w in vectors]

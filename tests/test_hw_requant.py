@@ -64,3 +64,18 @@ def test_without_multiplier_and_at_every_boundary(rounding):
         accs = requant_corner_accs(spec, shift)
         acc, got = run(spec, accs, 0, 1, shift, gap=0, stall=0)
         assert np.array_equal(got, spec.golden(acc, 0, 1, shift)), shift
+
+
+@pytest.mark.parametrize("rounding", ["floor", "half_up", "half_even"])
+@pytest.mark.parametrize("out_format, relu", [("s3", False), ("u2", True), ("bipolar", False)])
+def test_shifts_past_the_product_width(rounding, out_format, relu):
+    """Every 6-bit accumulator at every shift 0..15, most of them wider than the 7-bit product.
+
+    The round-up bit is read from ``(v << 1) >> s`` and the sticky bits through a thermometer
+    mask of ``s``; past the width both must see the sign extension, as the golden rule does.
+    """
+    spec = RequantSpec(LANES, 6, out_format, bias_bits=1, mult_bits=0, shift_bits=4, rounding=rounding, relu=relu)
+    every = np.arange(-32, 32)
+    for shift in range(16):
+        acc, got = run(spec, every, 0, 1, shift, gap=0.1, stall=0.1)
+        assert np.array_equal(got, spec.golden(acc, 0, 1, shift)), shift
