@@ -112,7 +112,7 @@ class SweepConfig:
     synth_max_lut: int = 6000
     sim: int = 2
     sim_images: int = 300
-    qat_epochs: int = 0
+    qat_epochs: int = 2             # QAT points at ≤ 4 bits: PTQ alone leaves 1-2-bit TFC below any match
     match: str = "float-5"
     model_dir: str = "build/models"
 
@@ -159,7 +159,7 @@ CONFIGS = {
     "default": SweepConfig(),
     # seconds: digits, TFC, 2 methods × 2 widths × 2 foldings, cost model only.
     "small": SweepConfig(dataset="digits", epochs=40, methods=("scaled", "binary"), bits=(1, 4), lanes=(8, 64),
-                         calib=500, synth=0, sim=0, sim_images=60, match="float-10"),
+                         calib=500, synth=0, sim=0, sim_images=60, qat_epochs=0, match="float-10"),
 }
 
 

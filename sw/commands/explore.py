@@ -16,7 +16,8 @@ kLUT per bit width at matched accuracy, threshold --match), pareto_accuracy_vs_i
 pareto_accuracy_vs_luts.png, efficiency_by_bits.png, and cache/ with one JSON per point: a rerun
 skips finished points (resume after an interruption), a failing point is recorded with its error.
 
---config default: TFC on Fashion-MNIST, pow2/scaled/ternary/binary at 1/2/4/8 bits, lane budgets
+--config default: TFC on Fashion-MNIST, pow2/scaled/ternary/binary at 1/2/4/8 bits post-training and
+with 2 epochs of QAT at <= 4 bits, lane budgets
 16/64/256/1024, 4 points synthesized on ecp5-25k, 2 simulated (about 10 minutes on 2 cores).
 --config small: digits, TFC, scaled/binary at 1/4 bits, 2 lane budgets, cost model only (seconds).
 Options given explicitly override the configuration's values.
