@@ -73,12 +73,17 @@ def test_config_validation():
 
 
 def test_grid_skips_widths_a_method_cannot_take():
-    cfg = dataclasses.replace(CONFIGS["default"], methods=("scaled", "ternary"), bits=(1, 4), lanes=(16,))
+    cfg = dataclasses.replace(CONFIGS["default"], methods=("scaled", "ternary"), bits=(1, 4), lanes=(16,),
+                              qat_epochs=0)
     labels = [t["label"] for t in ex.grid_points(cfg, "sha")]
     # scaled has no 1-bit weights; ternary takes any activation width
     assert labels == ["W4 A4", "Wternary A1 N=4", "Wternary A4 N=4"]
     keys = {ex.task_key(t) for t in ex.grid_points(cfg, "sha")}
     assert len(keys) == 3 and keys.isdisjoint({ex.task_key(t) for t in ex.grid_points(cfg, "other")})
+    # the default's QAT epochs add a quantization-aware twin of every point at <= 4 bits
+    qat = ex.grid_points(dataclasses.replace(cfg, qat_epochs=2), "sha")
+    assert sorted(t["label"] for t in qat) == sorted(labels * 2)
+    assert sorted(t["qat_epochs"] for t in qat) == [0, 0, 0, 2, 2, 2]
 
 
 def test_estimate_network_grows_with_lanes(models):
