@@ -14,27 +14,13 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.sw.fold import LayerFold
 from lowbit.sw.ir import DenseLayer
-from lowbit.sw.pack import ParamLayout, param_banks, weight_banks
+from lowbit.sw.pack import ParamLayout, layer_specs, param_banks, weight_banks
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
 from .mac import MacArray
 from .requant import Requantizer
 
 __all__ = ["MatrixVectorUnit", "layer_specs"]
-
-
-def layer_specs(layer: DenseLayer, fold: LayerFold) -> tuple[MacArraySpec, RequantSpec | None, ParamLayout]:
-    """The block specs of a folded layer; accumulator width from the layer's actual weights."""
-    mac = MacArraySpec(pe=fold.pe, simd=fold.simd, weight_format=layer.weight_format,
-                       act_format=layer.in_format, beats=fold.sf, known_range=layer.acc_range)
-    params = ParamLayout.for_layer(layer)
-    rq = None
-    if layer.requant is not None:
-        rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
-                         bias_bits=params.bias_bits, mult_bits=params.mult_bits,
-                         shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
-                         relu=layer.requant.relu)
-    return mac, rq, params
 
 
 class MatrixVectorUnit(wiring.Component):

@@ -297,20 +297,11 @@ def estimate_network(net, plan, family: str, mem_family: str | None = None) -> d
     :mod:`lowbit.hw.mvu` builds it; the last layer emits logits (no requantizer).
     """
     from .cost import estimate_block, weight_memory
-    from .pack import ParamLayout
-    from .specs import MacArraySpec, RequantSpec
+    from .pack import layer_specs
 
     tot = {"lut": 0, "ff": 0, "bram": 0, "dsp": 0, "lutram_luts": 0}
     for layer, fold in zip(net.layers, plan.layers):
-        mac = MacArraySpec(pe=fold.pe, simd=fold.simd, weight_format=layer.weight_format,
-                           act_format=layer.in_format, beats=fold.sf, known_range=layer.acc_range)
-        params = ParamLayout.for_layer(layer)
-        rq = None
-        if layer.requant is not None:
-            rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
-                             bias_bits=params.bias_bits, mult_bits=params.mult_bits,
-                             shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
-                             relu=layer.requant.relu)
+        mac, rq, params = layer_specs(layer, fold)
         blk = estimate_block(mac, rq, family)
         wmem = weight_memory(fold.nf * fold.sf, mac.weight_word_bits, mem_family or family)
         pmem = weight_memory(fold.nf, fold.pe * params.width, mem_family or family)

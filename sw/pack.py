@@ -32,9 +32,10 @@ import numpy as np
 
 from .formats import IntFormat, Kind, parse_format, signed_bits_for_range
 from .ir import DenseLayer
-from .specs import RequantSpec
+from .specs import MacArraySpec, RequantSpec
 
 __all__ = [
+    "layer_specs",
     "LANE_ORDER", "pack_words", "unpack_words", "pack_fields", "unpack_fields",
     "check_fold", "fold_weights", "weight_banks", "weights_from_banks",
     "ParamLayout", "ChannelParams", "param_banks", "params_from_banks", "describe_encoding",
@@ -451,3 +452,17 @@ def describe_encoding(fmt: IntFormat | str) -> str:
         return f"unsigned: plain binary {b}-bit, 0..{fmt.max}"
     return (f"pow2: bit {b - 1} = sign (1 = negative), bits [{b - 2}:0] = exponent e; "
             f"e=0 is 0, otherwise the magnitude is 2**(e-1)")
+
+
+def layer_specs(layer: DenseLayer, fold) -> tuple[MacArraySpec, RequantSpec | None, ParamLayout]:
+    """The block specs of a layer folded by ``fold`` (a LayerFold); accumulator width from its actual weights."""
+    mac = MacArraySpec(pe=fold.pe, simd=fold.simd, weight_format=layer.weight_format,
+                       act_format=layer.in_format, beats=fold.sf, known_range=layer.acc_range)
+    params = ParamLayout.for_layer(layer)
+    rq = None
+    if layer.requant is not None:
+        rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
+                         bias_bits=params.bias_bits, mult_bits=params.mult_bits,
+                         shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
+                         relu=layer.requant.relu)
+    return mac, rq, params
