@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from lowbit.sw.formats import IntFormat, Kind
 
-__all__ = ["decode", "lane", "product", "adder_tree", "popcount", "xnor_dot", "xnor_agree_dot"]
+__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree", "popcount", "xnor_dot", "xnor_agree_dot"]
 
 
 def lane(word: Value, index: int, bits: int) -> Value:
@@ -50,8 +50,47 @@ def product(w_code: Value, x_code: Value, wf: IntFormat, xf: IntFormat) -> Value
         # exponent field e encodes 2^(e-1); e == 0 is zero (the wrapped shift is masked out)
         magnitude = Mux(exp == 0, 0, x << (exp - 1)[:e_bits])
         return Mux(sign, -magnitude, magnitude)
-    w = decode(w_code, wf)
-    return w * x
+    return digit_multiply(w_code, wf, activation_multiples(x_code, xf))
+
+
+def activation_multiples(x_code: Value, xf: IntFormat) -> dict[int, Value]:
+    """The multiples of an activation that weight digits select: ``{1: x, 3: 3x, -1: -x}``.
+
+    (``2x`` and ``-2x`` are these shifted.) One activation lane feeds every PE row, so the
+    MAC array computes these once per lane, before its operand register, and each of the
+    PE·SIMD multipliers is left with muxes and one adder tree.
+    """
+    x = decode(x_code, xf)
+    return {1: x, 3: x + (x << 1), -1: -x}
+
+
+def digit_multiply(w_code: Value, wf: IntFormat, multiples: dict[int, Value]) -> Value:
+    """``w · x`` for a signed or unsigned weight code, from the multiples of ``x``.
+
+    The weight is split into radix-4 digits ``w[j:j+2]`` worth ``0..3`` (the top digit of a
+    two's complement weight is worth ``0, 1, -2, -1``), each selects its multiple of ``x``
+    with a 4:1 mux, and a balanced tree adds the digits shifted by ``j``. A general
+    multiplier written as ``*`` became a compressor tree that ABC folded into five LUT levels
+    before the carry chain: the MAC's critical path on ECP5. Here it is two mux levels.
+    """
+    x1, x3, xm1 = multiples[1], multiples[3], multiples[-1]
+    n = wf.bits
+    digits = []
+    for j in range(0, n, 2):
+        d = w_code[j:j + 2]
+        top_signed = wf.is_signed and j + len(d) == n
+        if len(d) == 1:
+            digits.append(Mux(d[0], xm1 if top_signed else x1, 0) << j)
+            continue
+        # digit values of codes 00, 01, 10, 11
+        o2, o3 = ((xm1 << 1), xm1) if top_signed else ((x1 << 1), x3)
+        digits.append(Mux(d[1], Mux(d[0], o3, o2), Mux(d[0], x1, 0)) << j)
+    total = adder_tree(digits)
+    # The tree widens at every add; the product itself needs only the width of w · x.
+    w = w_code.as_signed() if wf.is_signed else w_code.as_unsigned()
+    exact = (w * x1).shape()
+    bits = Value.cast(total)[:exact.width]
+    return bits.as_signed() if exact.signed else bits.as_unsigned()
 
 
 def adder_tree(values: list[Value]) -> Value:

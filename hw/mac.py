@@ -8,11 +8,11 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.sw.specs import MacArraySpec
 
-from .arith import adder_tree, lane, popcount, product
+from .arith import activation_multiples, adder_tree, digit_multiply, lane, popcount, product
 
 __all__ = ["MacArray", "mac_input_layout", "LATENCY"]
 
-LATENCY = 4  # cycles from the last accepted beat of a vector to its result on ``o``
+LATENCY = 5  # cycles from the last accepted beat of a vector to its result on ``o``
 
 
 def mac_input_layout(spec: MacArraySpec) -> data.StructLayout:
@@ -34,8 +34,8 @@ class MacArray(wiring.Component):
     Every accepted beat adds, for each row ``p``, ``Σ_s w[p,s]·x[s]`` to accumulator ``p``;
     the beat flagged ``last`` completes the vector and the ``pe`` sums leave on ``o``. The
     accumulators double as the output register, so a vector of ``n`` beats costs ``n``
-    cycles; the result appears ``LATENCY`` (4) cycles after its last beat is accepted
-    (products, half the adder tree, the rest of it, then the accumulator). While a result waits on a
+    cycles; the result appears ``LATENCY`` (5) cycles after its last beat is accepted
+    (operands, products, half the adder tree, the rest of it, then the accumulator). While a result waits on a
     stalled ``o``, ``i`` is not ready (backpressure passes through).
 
     Parameters
@@ -62,20 +62,32 @@ class MacArray(wiring.Component):
     def spec(self) -> MacArraySpec:
         return self._spec
 
-    def row_terms(self, p: int) -> list[Value]:
-        """The per-lane terms of row ``p`` for the current beat, registered by stage 1.
+    def row_terms(self, p: int, w: Value, x: Value) -> list[Value]:
+        """The per-lane terms of row ``p`` from the weight word ``w`` and activation word ``x``.
 
         The products ``w[p,s]·x[s]``; for bipolar × bipolar the XNOR word (one bit per lane),
-        whose popcount :meth:`row_sum` takes.
+        whose popcount :meth:`row_sum` takes. ``x`` is what :meth:`operand_x` makes of the
+        activation word.
         """
         spec = self._spec
         wf, af = spec.weight_format, spec.act_format
         wb, ab = wf.bits, af.bits
-        w_row = self.i.payload.w[p * spec.simd * wb:(p + 1) * spec.simd * wb]
-        x = self.i.payload.x
+        w_row = w[p * spec.simd * wb:(p + 1) * spec.simd * wb]
         if spec.product == "xnor":
             return [~(w_row ^ x[:spec.simd])]
+        if spec.product == "multiply":  # x: the per-lane multiples from operand_x
+            return [digit_multiply(lane(w_row, s, wb), wf, x[s]) for s in range(spec.simd)]
         return [product(lane(w_row, s, wb), lane(x, s, ab), wf, af) for s in range(spec.simd)]
+
+    def operand_x(self, x_word: Value) -> "Value | list[dict[int, Value]]":
+        """What the operand register holds of the activations: the word itself, or for a
+        general multiplier each lane's multiples (:func:`activation_multiples`), computed once
+        per lane for all PE rows."""
+        spec = self._spec
+        if spec.product != "multiply":
+            return x_word
+        return [activation_multiples(lane(x_word, s, spec.act_format.bits), spec.act_format)
+                for s in range(spec.simd)]
 
     def row_partials(self, terms: list[Value]) -> list[Value]:
         """Stage 2: partial sums over groups of ``spec.tree_split`` terms (popcounts for XNOR)."""
@@ -98,61 +110,63 @@ class MacArray(wiring.Component):
         """Σ_s w[p,s]·x[s] from the terms of one row, combinationally."""
         return self.row_total(self.row_partials(terms))
 
-    def row_dot(self, p: int) -> Value:
-        """Σ_s w[p,s]·x[s] of row ``p`` for the current beat, combinationally."""
-        return self.row_sum(self.row_terms(p))
+    def row_dot(self, p: int, w: Value, x: Value) -> Value:
+        """Σ_s w[p,s]·x[s] of row ``p`` for weight word ``w`` and activation word ``x``, combinationally."""
+        return self.row_sum(self.row_terms(p, w, self.operand_x(x)))
 
     def elaborate(self, platform):
         m = Module()
         spec = self._spec
-        # Four register stages, each with one kind of logic: the multipliers (1), the first
-        # half of the adder tree (2), the rest of it (3), the accumulator (4, which doubles
-        # as the output register). The product registers sit right behind the LUTs that
-        # compute them, so they cost flip-flops, not LUTs.
-        valid = [Signal(name=f"s{k}_valid") for k in (1, 2, 3)]
-        first = [Signal(name=f"s{k}_first") for k in (1, 2, 3)]
-        last = [Signal(name=f"s{k}_last") for k in (1, 2, 3)]
+        # Five register stages, each with one kind of logic: the operands (0: wherever they
+        # come from, a block RAM or another block, the multipliers start from a local
+        # flip-flop; on ECP5 the route into them was the critical path), the multipliers
+        # (1), the first half of the adder tree (2), the rest of it (3), the accumulator (4,
+        # which doubles as the output register). Registers right behind the LUTs that drive
+        # them cost flip-flops, not LUTs.
+        valid = [Signal(name=f"s{k}_valid") for k in (0, 1, 2, 3)]
+        first = [Signal(name=f"s{k}_first") for k in (0, 1, 2, 3)]
+        last = [Signal(name=f"s{k}_last") for k in (0, 1, 2, 3)]
+        w_op = Signal(spec.weight_word_bits, name="w_operand")
+        x_next = self.operand_x(self.i.payload.x)
+        if isinstance(x_next, list):
+            x_op = [{k: Signal(v.shape(), name=f"x{s}_times_{k}".replace("-", "minus")) for k, v in lane_m.items()}
+                    for s, lane_m in enumerate(x_next)]
+            x_load = [x_op[s][k].eq(v) for s, lane_m in enumerate(x_next) for k, v in lane_m.items()]
+        else:
+            x_op = Signal(spec.act_word_bits, name="x_operand")
+            x_load = [x_op.eq(x_next)]
         rows = []
         for p in range(spec.pe):
-            row = self.row_terms(p)
+            row = self.row_terms(p, w_op, x_op)
             terms = [Signal(t.shape(), name=f"term_{p}_{k}") for k, t in enumerate(row)]
             parts = [Signal(v.shape(), name=f"part_{p}_{k}") for k, v in enumerate(self.row_partials(terms))]
             dot = Signal(signed(spec.acc_bits), name=f"dot_{p}")
             rows.append((row, terms, parts, dot))
         fresh = Signal(init=1)  # the next accepted beat starts a new vector
 
-        out_free = ~self.o.valid | self.o.ready
-        free = [None, None, None]
-        free[2] = ~valid[2] | out_free
-        free[1] = ~valid[1] | free[2]
-        free[0] = ~valid[0] | free[1]
-        m.d.comb += self.i.ready.eq(free[0])
+        # One stall signal for the whole pipeline: every stage moves when the output register
+        # is free. (Letting each stage fill its own bubble chains a ready term per stage; at
+        # full rate there are no bubbles, and that chain, fanned out to every register's
+        # enable, was the block's critical path on ECP5.) Registers load even in a bubble:
+        # only the valid bits and the accumulator care whether a beat is real.
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
 
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [valid[0].eq(1), first[0].eq(fresh), last[0].eq(self.i.payload.last),
-                         fresh.eq(self.i.payload.last)]
-            for row, terms, _, _ in rows:
+        with m.If(advance):
+            m.d.sync += [valid[0].eq(self.i.valid), first[0].eq(fresh), last[0].eq(self.i.payload.last)]
+            with m.If(self.i.valid):
+                m.d.sync += fresh.eq(self.i.payload.last)
+            m.d.sync += [w_op.eq(self.i.payload.w), *x_load]
+            for k in (1, 2, 3):
+                m.d.sync += [valid[k].eq(valid[k - 1]), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
+            for row, terms, parts, dot in rows:
                 m.d.sync += [r.eq(t) for r, t in zip(terms, row)]
-        with m.Elif(free[1]):
-            m.d.sync += valid[0].eq(0)
-
-        for k in (1, 2):  # stage k+1 takes from stage k
-            with m.If(valid[k - 1] & free[k]):
-                m.d.sync += [valid[k].eq(1), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
-                for _, terms, parts, dot in rows:
-                    if k == 1:
-                        m.d.sync += [r.eq(v) for r, v in zip(parts, self.row_partials(terms))]
-                    else:
-                        # Width is safe to truncate: spec.acc_bits covers every partial sum.
-                        m.d.sync += dot.eq(self.row_total(parts))
-            with m.Elif(free[k + 1] if k + 1 < 3 else out_free):
-                m.d.sync += valid[k].eq(0)
-
-        with m.If(valid[2] & out_free):
-            for p, (_, _, _, dot) in enumerate(rows):
-                acc = self.o.payload[p]
-                m.d.sync += acc.eq(dot + Mux(first[2], 0, acc))
-            m.d.sync += self.o.valid.eq(last[2])
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+                m.d.sync += [r.eq(v) for r, v in zip(parts, self.row_partials(terms))]
+                # Width is safe to truncate: spec.acc_bits covers every partial sum.
+                m.d.sync += dot.eq(self.row_total(parts))
+            with m.If(valid[3]):
+                for p, (_, _, _, dot) in enumerate(rows):
+                    acc = self.o.payload[p]
+                    m.d.sync += acc.eq(dot + Mux(first[3], 0, acc))
+            m.d.sync += self.o.valid.eq(valid[3] & last[3])
         return m

@@ -9,13 +9,14 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.sw.formats import Kind, Rounding
+from lowbit.sw.formats import Kind, Rounding, signed_bits_for_range
 from lowbit.sw.specs import RequantSpec
 
 __all__ = ["Requantizer", "requant_input_layout", "requant_output_layout", "out_shape", "requant_lane",
-           "requant_product", "requant_round", "requant_clip", "requant_round_clip", "LATENCY"]
+           "requant_product", "requant_round", "requant_clip_decide", "requant_clip_select", "CLIP_FIELDS", "requant_clip",
+           "requant_round_clip", "LATENCY"]
 
-LATENCY = 3  # cycles from an accepted input to its output beat
+LATENCY = 4  # cycles from an accepted input to its output beat
 
 
 def out_shape(spec: RequantSpec):
@@ -69,27 +70,64 @@ def requant_round(spec: RequantSpec, v: Value, shift: Value) -> tuple[Value, Val
     return floor, half_bit & (sticky | floor[0])
 
 
-def requant_clip(spec: RequantSpec, floor: Value, up: Value) -> Value:
-    """Stage 3 of a lane: the output code of ``clip(floor + up, lo, hi)``.
+# What stage 3 hands stage 4, per lane: whether ``floor`` fits the narrow window, its sign,
+# the round-up bit, the window comparisons for either value of it, and the unclipped code.
+CLIP_FIELDS = ("fits", "sign", "up", "under", "under_if_up", "over", "over_if_up", "inside")
 
-    The clip decisions compare ``floor`` (not the sum) against constants, in parallel with the
-    narrow add, so there is no add-then-compare chain: ``floor + up < lo`` is
-    ``floor < lo - up`` and ``floor + up > hi`` is ``floor > hi - up``.
+
+def requant_clip_decide(spec: RequantSpec, floor: Value, up: Value) -> dict[str, Value]:
+    """Stage 3 of a lane: the clip decisions for ``clip(floor + up, lo, hi)`` (see CLIP_FIELDS).
+
+    The decisions compare ``floor`` (not the sum) against constants, beside the narrow add,
+    so there is no add-then-compare chain: ``floor + up < lo`` is ``floor < lo - up`` and
+    ``floor + up > hi`` is ``floor > hi - up``; both values of ``up`` are compared and stage 4
+    picks. And they compare only a narrow window: ``floor`` is product-wide (17 bits for a
+    4-bit layer), the bounds are output-wide. When ``floor`` fits the k-bit window its low k
+    bits are its value; when it does not, its sign alone says which side it clips to. So each
+    decision is one short carry chain straight into its register (a product-wide compare with
+    muxes behind it was the ECP5 critical path). For a bipolar output ``inside`` is already
+    the code.
     """
     fmt = spec.out_format
     up = up.as_unsigned()
+    if fmt.kind is Kind.BIPOLAR:          # +1 (code 1) when the rounded value is >= 0; never clipped
+        zero = Const(0, 1)
+        return {"fits": Const(1, 1), "sign": zero, "up": zero, "under": zero, "under_if_up": zero,
+                "over": zero, "over_if_up": zero, "inside": Mux(up, floor >= -1, floor >= 0)}
+    lo, hi = _clip_bounds(spec)
+    k = min(signed_bits_for_range(lo - 1, hi + 1), len(floor))
+    high = floor[k - 1:]                                 # all equal ⇔ floor fits in k bits
+    low = floor[:k].as_signed()
+    return {"fits": ~high.any() | high.all(), "sign": floor[-1], "up": up,
+            "under": low < lo, "under_if_up": low < lo - 1, "over": low > hi, "over_if_up": low > hi - 1,
+            "inside": (floor[:fmt.bits] + up)[:fmt.bits]}   # only the low bits matter when not clipped
+
+
+def requant_clip_select(spec: RequantSpec, d: dict[str, Value]) -> Value:
+    """Stage 4 of a lane: the output code from the stage-3 decisions (a few LUTs per bit)."""
+    fmt = spec.out_format
     if fmt.kind is Kind.BIPOLAR:
-        return Mux(up, floor >= -1, floor >= 0)          # +1 (code 1) when the rounded value is ≥ 0
-    lo, hi = (max(fmt.min, 0) if spec.relu else fmt.min), fmt.max
-    under = Mux(up, floor < lo - 1, floor < lo)
-    over = Mux(up, floor > hi - 1, floor > hi)
-    inside = (floor[:fmt.bits] + up)[:fmt.bits]          # only the low bits matter when not clipped
+        return d["inside"]
+    lo, hi = _clip_bounds(spec)
+    # outside the window a negative floor clips low, a positive one high
+    under = Mux(d["fits"], Mux(d["up"], d["under_if_up"], d["under"]), d["sign"])
+    over = Mux(d["fits"], Mux(d["up"], d["over_if_up"], d["over"]), ~d["sign"])
     code = lambda c: Const(c, signed(fmt.bits + 1))[:fmt.bits]  # noqa: E731
-    return Mux(under, code(lo), Mux(over, code(hi), inside))
+    return Mux(under, code(lo), Mux(over, code(hi), d["inside"]))
+
+
+def _clip_bounds(spec: RequantSpec) -> tuple[int, int]:
+    fmt = spec.out_format
+    return (max(fmt.min, 0) if spec.relu else fmt.min), fmt.max
+
+
+def requant_clip(spec: RequantSpec, floor: Value, up: Value) -> Value:
+    """Stages 3 and 4 back to back: the output code of ``clip(floor + up, lo, hi)``."""
+    return requant_clip_select(spec, requant_clip_decide(spec, floor, up))
 
 
 def requant_round_clip(spec: RequantSpec, v: Value, shift: Value) -> Value:
-    """Stages 2 and 3 back to back: rounding right shift and clip; returns the output code."""
+    """Stages 2 to 4 back to back: rounding right shift and clip; returns the output code."""
     return requant_clip(spec, *requant_round(spec, v, shift))
 
 
@@ -99,7 +137,7 @@ def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None,
 
 
 class Requantizer(wiring.Component):
-    """Lane-parallel shift/clip unit: three register stages, stream handshakes, full rate.
+    """Lane-parallel shift/clip unit: four register stages, stream handshakes, full rate.
 
     Parameters
     ----------
@@ -130,39 +168,30 @@ class Requantizer(wiring.Component):
         m = Module()
         spec = self._spec
         p = self.i.payload
-        # Three register stages: (acc + bias)·m; the rounding shift (barrel shifter and the
-        # round-up bit); the clip (comparisons against constants beside a narrow add). Each
-        # stage holds one carry chain at most.
-        a_valid, b_valid = Signal(), Signal()
+        # Four register stages: (acc + bias)·m; the rounding shift (barrel shifter and the
+        # round-up bit); the clip decisions (comparisons against constants beside a narrow
+        # add); the clip mux. Each stage holds one carry chain at most.
+        a_valid, b_valid, c_valid = Signal(), Signal(), Signal()
         a_prod = [Signal(signed(spec.product_bits + 1), name=f"prod_{k}") for k in range(spec.lanes)]
         a_shift = [Signal(unsigned(spec.shift_bits), name=f"shift_{k}") for k in range(spec.lanes)]
         b_floor = [Signal(signed(spec.product_bits + 1), name=f"floor_{k}") for k in range(spec.lanes)]
         b_up = [Signal(name=f"up_{k}") for k in range(spec.lanes)]
-        c_free = ~self.o.valid | self.o.ready
-        b_free = ~b_valid | c_free
-        a_free = ~a_valid | b_free
-        m.d.comb += self.i.ready.eq(a_free)
+        c_clip = [{f: Signal(out_shape(spec) if f == "inside" else 1, name=f"{f}_{k}") for f in CLIP_FIELDS}
+                  for k in range(spec.lanes)]
+        # One stall signal for all stages (see MacArray: a per-stage ready chain fanned out to
+        # every enable was the critical path); registers load in bubbles too.
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
 
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += a_valid.eq(1)
+        with m.If(advance):
+            m.d.sync += [a_valid.eq(self.i.valid), b_valid.eq(a_valid), c_valid.eq(b_valid),
+                         self.o.valid.eq(c_valid)]
             for k in range(spec.lanes):
                 mult = p.mult[k] if spec.mult_bits else None
-                m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k])]
-        with m.Elif(b_free):
-            m.d.sync += a_valid.eq(0)
-
-        with m.If(a_valid & b_free):
-            m.d.sync += b_valid.eq(1)
-            for k in range(spec.lanes):
                 floor, up = requant_round(spec, a_prod[k], a_shift[k])
-                m.d.sync += [b_floor[k].eq(floor), b_up[k].eq(up)]
-        with m.Elif(c_free):
-            m.d.sync += b_valid.eq(0)
-
-        with m.If(b_valid & c_free):
-            m.d.sync += self.o.valid.eq(1)
-            for k in range(spec.lanes):
-                m.d.sync += self.o.payload[k].eq(requant_clip(spec, b_floor[k], b_up[k]))
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+                decided = requant_clip_decide(spec, b_floor[k], b_up[k])
+                m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k]),
+                             b_floor[k].eq(floor), b_up[k].eq(up),
+                             *(c_clip[k][f].eq(decided[f]) for f in CLIP_FIELDS),
+                             self.o.payload[k].eq(requant_clip_select(spec, c_clip[k]))]
         return m

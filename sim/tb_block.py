@@ -29,7 +29,7 @@ from lowbit.sw.specs import MacArraySpec, RequantSpec
 from lowbit.hw.mac import LATENCY as MAC_LATENCY  # noqa: E402
 from lowbit.hw.requant import LATENCY as REQUANT_LATENCY  # noqa: E402
 
-LATENCY = MAC_LATENCY + REQUANT_LATENCY  # products, two adder-tree halves, accumulator, three requantizer stages
+LATENCY = MAC_LATENCY + REQUANT_LATENCY  # operands, products, two adder-tree halves, accumulator, four requantizer stages
 
 
 def expected_cycles(total_beats: int) -> int:

@@ -86,12 +86,16 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
 
 
 def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
-    """Registers of the four-stage MAC array and three-stage requantizer (hw/mac.py, hw/requant.py).
+    """Registers of the five-stage MAC array and four-stage requantizer (hw/mac.py, hw/requant.py).
 
-    MAC: the product registers (one XNOR bit per lane for bipolar x bipolar), the partial sums
-    of the first adder-tree stage, the dot-product register and the accumulator per PE, plus
-    valid/first/last of three stages, the output valid and the fresh-vector flag. Requantizer: per lane the biased, multiplied product and its
-    shift, the floor and round-up bit, the output code; three valid flags.
+    MAC: the operand registers (the weight and activation words of a beat), the product
+    registers (one XNOR bit per lane for bipolar x bipolar), the partial sums of the first
+    adder-tree stage, the dot-product register and the accumulator per PE, plus
+    valid/first/last of four stages, the output valid and the fresh-vector flag. Requantizer:
+    per lane the biased, multiplied product and its shift, the floor and round-up bit, the
+    clip decisions (fits, sign, up, two each for under and over, the unclipped code), the
+    output code; four valid
+    flags.
     """
     g = mac.tree_split
     groups = -(-mac.simd // g)
@@ -99,10 +103,11 @@ def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
         terms, parts = mac.simd, groups * g.bit_length()
     else:
         terms, parts = mac.simd * _product_bits(mac), groups * (_product_bits(mac) + (g - 1).bit_length())
-    n = mac.pe * (terms + parts + 2 * mac.acc_bits) + 11
+    n = mac.weight_word_bits + mac.act_word_bits + mac.pe * (terms + parts + 2 * mac.acc_bits) + 14
     if rq is not None:
-        out_bits = 1 if rq.out_format.kind is Kind.BIPOLAR else rq.out_format.bits
-        n += rq.lanes * (2 * (rq.product_bits + 1) + rq.shift_bits + 1 + out_bits) + 3
+        bipolar = rq.out_format.kind is Kind.BIPOLAR
+        out_bits, clip_flags = (1, 0) if bipolar else (rq.out_format.bits, 7)  # bipolar never clips
+        n += rq.lanes * (2 * (rq.product_bits + 1) + rq.shift_bits + 1 + clip_flags + 2 * out_bits) + 4
     return n
 
 

@@ -72,7 +72,7 @@ def test_vectors_of_different_lengths_and_exact_cycle_count():
 
     async def consumer(ctx):
         ctx.set(dut.o.ready, 1)
-        for cycle in range(20):
+        for cycle in range(24):
             *_, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if valid:
                 log.append((cycle, [int(v) for v in payload]))
@@ -83,8 +83,44 @@ def test_vectors_of_different_lengths_and_exact_cycle_count():
     sim.add_testbench(consumer)
     sim.run()
     # Beats are accepted at edges 0..9; vectors end with the beats of edges 0, 4, 6, 9, and
-    # each result is on o LATENCY = 4 edges later (products, two adder-tree halves,
-    # accumulator): sampled at cycles 4, 8, 10, 13.
-    assert LATENCY == 4
-    assert [c for c, _ in log] == [4, 8, 10, 13]
+    # each result is on o LATENCY = 5 edges later (operands, products, two adder-tree halves,
+    # accumulator): sampled at cycles 5, 9, 11, 14.
+    assert LATENCY == 5
+    assert [c for c, _ in log] == [5, 9, 11, 14]
     assert [v for _, v in log] == [spec.golden(x, w).tolist() for x, w in vectors]
+
+
+@pytest.mark.parametrize("wf, af", [("s4", "u4"), ("s4", "s4"), ("s2", "s3"), ("u3", "u5"), ("s3", "u1"),
+                                    ("u4", "s2"), ("s8", "s8")])
+def test_multiplier_every_code_pair(wf, af):
+    """The partial-product multiplier of one lane == the integer product, for every pair of codes
+    (a 2,000-pair sample, extremes included, for 8 x 8 bits)."""
+    from amaranth.hdl import Module, Signal
+
+    from lowbit.hw.arith import product
+    from lowbit.sw.formats import parse_format
+
+    wfmt, afmt = parse_format(wf), parse_format(af)
+    w_code, x_code = Signal(wfmt.bits), Signal(afmt.bits)
+    out = Signal(product(w_code, x_code, wfmt, afmt).shape())
+    m = Module()
+    m.d.comb += out.eq(product(w_code, x_code, wfmt, afmt))
+    wv, xv = wfmt.values(), afmt.values()
+    pairs = [(a, b) for a in wv for b in xv]
+    if len(pairs) > 4096:
+        rng = np.random.default_rng(0)
+        extremes = [(a, b) for a in (wv.min(), wv.max(), 0) for b in (xv.min(), xv.max(), 0)]
+        pairs = extremes + [pairs[k] for k in rng.choice(len(pairs), 2000, replace=False)]
+    assert len(out) <= wfmt.bits + afmt.bits  # the product register is no wider than w·x
+    got = []
+
+    async def bench(ctx):
+        for a, b in pairs:
+            ctx.set(w_code, int(wfmt.encode(np.array([a]))[0]))
+            ctx.set(x_code, int(afmt.encode(np.array([b]))[0]))
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [int(a) * int(b) for a, b in pairs]
