@@ -117,8 +117,9 @@ def requant_clip_select(spec: RequantSpec, d: dict[str, Value]) -> Value:
 
 
 def _clip_bounds(spec: RequantSpec) -> tuple[int, int]:
-    fmt = spec.out_format
-    return (max(fmt.min, 0) if spec.relu else fmt.min), fmt.max
+    """``(lo, hi)`` of the clip, as the rule in :mod:`lowbit.sw.requant` defines them."""
+    rule = spec.params(mult=1, shift=0)
+    return rule.lo, rule.hi
 
 
 def requant_clip(spec: RequantSpec, floor: Value, up: Value) -> Value:
