@@ -2,12 +2,15 @@
 
 Output folder
 -------------
-``<top>.v``        the accelerator (plain Verilog-2005). ``memories="embedded"`` (default):
+``<top>.v``        the accelerator for the FPGA (plain Verilog-2005). ``memories="embedded"`` (default):
                    every memory initialised in the Verilog, equal to the image files by
                    construction (both come from :mod:`lowbit.sw.pack`). ``"readmemh"``: each
                    weight/parameter memory reads its ``.hex`` image with ``$readmemh`` (file
                    name only: tools resolve it against their working directory or the
                    Verilog's folder; see :mod:`lowbit.hw.readmem`)
+``<top>_sim.v``    the same design as Verilator's simulation model (module ``<top>`` too;
+                   ``lowbit sim`` runs it by default): Verilog ``*`` lane multipliers and data
+                   registers that hold in bubbles, see :mod:`lowbit.hw.simmodel`
 ``layer*_*.hex|mem|coe|mif|bin``  every weight and parameter memory, per PE bank
 ``net.npz``        the integer IR the hardware was built from (for the golden model)
 ``manifest.json``  every memory (layer, bank, width, depth, lane order, encoding, files and
@@ -34,6 +37,7 @@ from .emit import port_map
 from .mvu import layer_specs
 from .network import NetworkTop
 from .readmem import use_readmemh
+from .simmodel import MODEL_DIFFERENCES, check_lane_multipliers, multiplier_pairs
 
 __all__ = ["build_network", "IO_PROTOCOL", "TOP_NAME", "MEMORY_STYLES"]
 
@@ -62,8 +66,13 @@ def _sha256(data: bytes) -> str:
 
 
 def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
-                  formats=("hex", "mem", "coe", "mif", "bin"), memories: str = "embedded") -> dict:
-    """Generate and write everything; the folder appears complete or not at all."""
+                  formats=("hex", "mem", "coe", "mif", "bin"), memories: str = "embedded",
+                  simulation_model: bool = True) -> dict:
+    """Generate and write everything; the folder appears complete or not at all.
+
+    ``simulation_model`` also writes ``<top>_sim.v`` (see :mod:`lowbit.hw.simmodel`), after
+    checking its lane multipliers against the synthesized ones on every code pair.
+    """
     if memories not in MEMORY_STYLES:
         raise ValueError(f"memories must be one of {', '.join(MEMORY_STYLES)}, not {memories!r}")
     if memories == "readmemh" and "hex" not in formats:
@@ -79,6 +88,14 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     readmem = []
     if memories == "readmemh":
         text, readmem = use_readmemh(text, images.memories)
+    sim_text, sim_model = None, None
+    if simulation_model:
+        checked = check_lane_multipliers(multiplier_pairs(net))
+        sim_text = verilog.convert(NetworkTop(net, plan, model="simulation"), name=TOP_NAME, emit_src=False)
+        if memories == "readmemh":
+            sim_text, _ = use_readmemh(sim_text, images.memories)
+        sim_model = {"file": f"{TOP_NAME}_sim.v", "sha256": _sha256(sim_text.encode()),
+                     "differences": MODEL_DIFFERENCES, "lane_multiplier_check": checked}
 
     layers = []
     for k, (layer, fold, mvu) in enumerate(zip(net.layers, plan.layers, top.mvus)):
@@ -98,6 +115,7 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         "top": TOP_NAME,
         "verilog": [f"{TOP_NAME}.v"],
         "verilog_sha256": _sha256(text.encode()),
+        "simulation_model": sim_model,
         "memory_style": MEMORY_STYLES[memories],
         "readmemh_files": sorted({f for _, f in readmem}),
         "ir": {"file": "net.npz", "sha256": _sha256(ir_bytes), "name": net.name,
@@ -111,6 +129,8 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     }
     manifest, files = images.manifest(formats, extra)
     files[f"{TOP_NAME}.v"] = text.encode()
+    if sim_text is not None:
+        files[sim_model["file"]] = sim_text.encode()
     files["net.npz"] = ir_bytes
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
 
@@ -153,5 +173,12 @@ def load_build(out_dir: str | os.PathLike) -> tuple[dict, Network]:
         if not path.is_file():
             raise ValueError(f"{str(path)!r} is missing")
         if _sha256(path.read_bytes()) != manifest.get("verilog_sha256", _sha256(path.read_bytes())):
+            raise ValueError(f"{str(path)!r} has been modified since it was built")
+    sim_model = manifest.get("simulation_model")
+    if sim_model:
+        path = out_dir / sim_model["file"]
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is missing")
+        if _sha256(path.read_bytes()) != sim_model["sha256"]:
             raise ValueError(f"{str(path)!r} has been modified since it was built")
     return manifest, Network.load(ir)

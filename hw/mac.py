@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.sw.specs import MacArraySpec
 
-from .arith import activation_multiples, adder_tree, digit_multiply, lane, popcount, product
+from .arith import activation_multiples, adder_tree, check_model, decode, digit_multiply, lane, popcount, product
 
 __all__ = ["MacArray", "mac_input_layout", "LATENCY"]
 
@@ -42,6 +42,9 @@ class MacArray(wiring.Component):
     ----------
     spec : MacArraySpec
         Formats, PE, SIMD and accumulator width (already checked against the worst case).
+    model : "synthesis" (default) or "simulation"
+        See :data:`lowbit.hw.arith.MODELS`: the simulation model multiplies with ``*`` and its
+        data registers hold in bubbles; the valid, first and last bits move exactly alike.
 
     Members
     -------
@@ -49,10 +52,11 @@ class MacArray(wiring.Component):
     o : ``Out(stream.Signature(ArrayLayout(signed(acc_bits), pe)))``
     """
 
-    def __init__(self, spec: MacArraySpec):
+    def __init__(self, spec: MacArraySpec, *, model: str = "synthesis"):
         if not isinstance(spec, MacArraySpec):
             raise TypeError(f"spec must be a MacArraySpec, not {spec!r}")
         self._spec = spec
+        self._model = check_model(model)
         super().__init__({
             "i": In(stream.Signature(mac_input_layout(spec))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(spec.acc_bits), spec.pe))),
@@ -75,6 +79,8 @@ class MacArray(wiring.Component):
         w_row = w[p * spec.simd * wb:(p + 1) * spec.simd * wb]
         if spec.product == "xnor":
             return [~(w_row ^ x[:spec.simd])]
+        if spec.product == "multiply" and self._model == "simulation":  # x[s][1] is the activation
+            return [decode(lane(w_row, s, wb), wf) * x[s][1] for s in range(spec.simd)]
         if spec.product == "multiply":  # x: the per-lane multiples from operand_x
             return [digit_multiply(lane(w_row, s, wb), wf, x[s]) for s in range(spec.simd)]
         return [product(lane(w_row, s, wb), lane(x, s, ab), wf, af) for s in range(spec.simd)]
@@ -86,6 +92,8 @@ class MacArray(wiring.Component):
         spec = self._spec
         if spec.product != "multiply":
             return x_word
+        if self._model == "simulation":
+            return [{1: decode(lane(x_word, s, spec.act_format.bits), spec.act_format)} for s in range(spec.simd)]
         return [activation_multiples(lane(x_word, s, spec.act_format.bits), spec.act_format)
                 for s in range(spec.simd)]
 
@@ -156,14 +164,21 @@ class MacArray(wiring.Component):
             m.d.sync += [valid[0].eq(self.i.valid), first[0].eq(fresh), last[0].eq(self.i.payload.last)]
             with m.If(self.i.valid):
                 m.d.sync += fresh.eq(self.i.payload.last)
-            m.d.sync += [w_op.eq(self.i.payload.w), *x_load]
+            # The simulation model loads a data register only behind a valid beat (Verilator
+            # then skips the arithmetic of idle layers); nothing reads it otherwise.
+            hold = self._model == "simulation"
+            with m.If(self.i.valid if hold else 1):
+                m.d.sync += [w_op.eq(self.i.payload.w), *x_load]
             for k in (1, 2, 3):
                 m.d.sync += [valid[k].eq(valid[k - 1]), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
             for row, terms, parts, dot in rows:
-                m.d.sync += [r.eq(t) for r, t in zip(terms, row)]
-                m.d.sync += [r.eq(v) for r, v in zip(parts, self.row_partials(terms))]
-                # Width is safe to truncate: spec.acc_bits covers every partial sum.
-                m.d.sync += dot.eq(self.row_total(parts))
+                with m.If(valid[0] if hold else 1):
+                    m.d.sync += [r.eq(t) for r, t in zip(terms, row)]
+                with m.If(valid[1] if hold else 1):
+                    m.d.sync += [r.eq(v) for r, v in zip(parts, self.row_partials(terms))]
+                with m.If(valid[2] if hold else 1):
+                    # Width is safe to truncate: spec.acc_bits covers every partial sum.
+                    m.d.sync += dot.eq(self.row_total(parts))
             with m.If(valid[3]):
                 for p, (_, _, _, dot) in enumerate(rows):
                     acc = self.o.payload[p]

@@ -17,6 +17,7 @@ from lowbit.sw.ir import DenseLayer
 from lowbit.sw.pack import ParamLayout, layer_specs, param_banks, weight_banks
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
+from .arith import check_model
 from .mac import MacArray
 from .requant import Requantizer
 
@@ -37,6 +38,7 @@ class MatrixVectorUnit(wiring.Component):
     ----------
     layer : DenseLayer
     fold : LayerFold
+    model : "synthesis" (default) or "simulation", handed to the MAC array and requantizer
 
     Members
     -------
@@ -44,8 +46,8 @@ class MatrixVectorUnit(wiring.Component):
     o : ``Out(stream.Signature(unsigned(pe·out_lane_bits)))``
     """
 
-    def __init__(self, layer: DenseLayer, fold: LayerFold):
-        self._layer, self._fold = layer, fold
+    def __init__(self, layer: DenseLayer, fold: LayerFold, *, model: str = "synthesis"):
+        self._layer, self._fold, self._model = layer, fold, check_model(model)
         self._mac, self._rq, self._params = layer_specs(layer, fold)
         out_bits = self.out_lane_bits
         super().__init__({
@@ -70,7 +72,7 @@ class MatrixVectorUnit(wiring.Component):
         layer, fold, spec = self._layer, self._fold, self._mac
         NF, SF, PE = fold.nf, fold.sf, fold.pe
         x_bits = fold.simd * layer.in_format.bits
-        m.submodules.mac = mac = MacArray(spec)
+        m.submodules.mac = mac = MacArray(spec, model=self._model)
 
         # ---- memories, initialised with the packed images ----
         wbanks = weight_banks(layer, fold.pe, fold.simd)
@@ -136,7 +138,7 @@ class MatrixVectorUnit(wiring.Component):
         bb, mb, sb = self._params.widths
 
         if self._rq is not None:
-            m.submodules.requant = rq = Requantizer(self._rq)
+            m.submodules.requant = rq = Requantizer(self._rq, model=self._model)
             m.d.comb += [rq.i.valid.eq(mac.o.valid), mac.o.ready.eq(rq.i.ready)]
             for p, port in enumerate(pports):
                 m.d.comb += [rq.i.payload.acc[p].eq(mac.o.payload[p]),

@@ -100,13 +100,14 @@ class NetworkTop(wiring.Component):
     net : Network
     plan : FoldPlan
         One (PE, SIMD) per layer, validated by :func:`lowbit.sw.fold.plan_folding`.
+    model : "synthesis" (default) or "simulation" (see :data:`lowbit.hw.arith.MODELS`)
     """
 
-    def __init__(self, net: Network, plan: FoldPlan):
+    def __init__(self, net: Network, plan: FoldPlan, *, model: str = "synthesis"):
         if len(plan.layers) != len(net.layers):
             raise ValueError(f"plan must fold every layer ({len(net.layers)}), not {len(plan.layers)}")
         self._net, self._plan = net, plan
-        self._mvus = [MatrixVectorUnit(layer, fold) for layer, fold in zip(net.layers, plan.layers)]
+        self._mvus = [MatrixVectorUnit(layer, fold, model=model) for layer, fold in zip(net.layers, plan.layers)]
         first = plan.layers[0]
         self.logit_bits = self._mvus[-1].out_lane_bits
         super().__init__({

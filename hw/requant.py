@@ -12,6 +12,8 @@ from amaranth.lib.wiring import In, Out
 from lowbit.sw.formats import Kind, Rounding, signed_bits_for_range
 from lowbit.sw.specs import RequantSpec
 
+from .arith import check_model
+
 __all__ = ["Requantizer", "requant_input_layout", "requant_output_layout", "out_shape", "requant_lane",
            "requant_product", "requant_round", "requant_clip_decide", "requant_clip_select", "CLIP_FIELDS", "requant_clip",
            "requant_round_clip", "LATENCY"]
@@ -143,6 +145,9 @@ class Requantizer(wiring.Component):
     Parameters
     ----------
     spec : RequantSpec
+    model : "synthesis" (default) or "simulation"
+        See :data:`lowbit.hw.arith.MODELS`: the simulation model's stage registers hold in
+        bubbles; the valid bits move exactly alike.
 
     Members
     -------
@@ -152,10 +157,11 @@ class Requantizer(wiring.Component):
         Per lane: the output code (bipolar: 1 ⇒ +1, 0 ⇒ -1).
     """
 
-    def __init__(self, spec: RequantSpec):
+    def __init__(self, spec: RequantSpec, *, model: str = "synthesis"):
         if not isinstance(spec, RequantSpec):
             raise TypeError(f"spec must be a RequantSpec, not {spec!r}")
         self._spec = spec
+        self._model = check_model(model)
         super().__init__({
             "i": In(stream.Signature(requant_input_layout(spec))),
             "o": Out(stream.Signature(requant_output_layout(spec))),
@@ -187,12 +193,17 @@ class Requantizer(wiring.Component):
         with m.If(advance):
             m.d.sync += [a_valid.eq(self.i.valid), b_valid.eq(a_valid), c_valid.eq(b_valid),
                          self.o.valid.eq(c_valid)]
+            hold = self._model == "simulation"  # data registers load only behind a valid beat
             for k in range(spec.lanes):
                 mult = p.mult[k] if spec.mult_bits else None
                 floor, up = requant_round(spec, a_prod[k], a_shift[k])
                 decided = requant_clip_decide(spec, b_floor[k], b_up[k])
-                m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k]),
-                             b_floor[k].eq(floor), b_up[k].eq(up),
-                             *(c_clip[k][f].eq(decided[f]) for f in CLIP_FIELDS),
-                             self.o.payload[k].eq(requant_clip_select(spec, c_clip[k]))]
+                with m.If(self.i.valid if hold else 1):
+                    m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k])]
+                with m.If(a_valid if hold else 1):
+                    m.d.sync += [b_floor[k].eq(floor), b_up[k].eq(up)]
+                with m.If(b_valid if hold else 1):
+                    m.d.sync += [c_clip[k][f].eq(decided[f]) for f in CLIP_FIELDS]
+                with m.If(c_valid if hold else 1):
+                    m.d.sync += self.o.payload[k].eq(requant_clip_select(spec, c_clip[k]))
         return m

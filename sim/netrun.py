@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowbit.hw.arith import check_model
 from lowbit.sw.golden import run_network
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import dumps
@@ -52,6 +53,8 @@ class NetworkSimReport:
     expected_cycles_per_image: int = 0     # analytical bound: max over layers of NF·SF
     in_stalls: int = 0
     out_stalls: int = 0
+    model: str = "synthesis"               # which netlist ran (lowbit.hw.arith.MODELS)
+    verilog: list = field(default_factory=list)
 
     @property
     def sim_images_per_second(self) -> float:
@@ -80,14 +83,24 @@ def decode_outputs(words: list[int], manifest: dict) -> tuple[np.ndarray, np.nda
 
 def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.ndarray, labels=None, *,
                    simulator: str = "verilator", waves: bool = False, stress: int = 50, gap: float = 0.3,
-                   stall: float = 0.3, sim_dir: Path | None = None) -> NetworkSimReport:
+                   stall: float = 0.3, sim_dir: Path | None = None, model: str = "synthesis") -> NetworkSimReport:
     """Stream ``pixels`` (uint8, one row per image) through the built accelerator, score every output.
 
     The first ``stress`` images run with valid gaps (probability ``gap`` per beat) and
     output stalls (``stall`` per cycle); the rest run at full rate and are timed.
+    ``model`` picks the netlist: ``"synthesis"`` (the FPGA's Verilog) or ``"simulation"``
+    (the build's faster simulation model, see :mod:`lowbit.hw.simmodel`).
     """
+    check_model(model)
+    if model == "simulation":
+        if not manifest.get("simulation_model"):
+            raise ValueError(f"model 'simulation' needs a build with a simulation model; {str(build_dir)!r} has "
+                             f"none (rebuild it with 'lowbit build', or simulate with model 'synthesis')")
+        verilog_files = [manifest["simulation_model"]["file"]]
+    else:
+        verilog_files = list(manifest["verilog"])
     build_dir = Path(build_dir).resolve()
-    sim_dir = Path(sim_dir or build_dir.parent / f"{build_dir.name}_sim_{simulator}").resolve()
+    sim_dir = Path(sim_dir or build_dir.parent / f"{build_dir.name}_sim_{simulator}_{model}").resolve()
     sim_dir.mkdir(parents=True, exist_ok=True)
     pixels = np.asarray(pixels).reshape(len(pixels), -1)
     if pixels.shape[1] != net.in_features:
@@ -113,7 +126,7 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
     for fname in manifest.get("readmemh_files", []):
         shutil.copyfile(build_dir / fname, run_dir / fname)
     budget_cycles = (n + 10) * manifest["expected_cycles_per_image"] * 4 + 100_000
-    sources = [build_dir / v for v in manifest["verilog"]] + [harness]
+    sources = [build_dir / v for v in verilog_files] + [harness]
     extra_args, lib_seconds = [], 0.0
     if simulator == "verilator":
         wrapper, library, lib_seconds = verilate_library(sources, HARNESS_TOP, sim_dir / "lib",
@@ -128,7 +141,8 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
                   f"+LOWBIT_CYCLES={files['cycles']}", f"+LOWBIT_N={n}", f"+LOWBIT_STRESS={stress}",
                   f"+LOWBIT_GAP={int(round(gap * 256))}", f"+LOWBIT_STALL={int(round(stall * 256))}"])
     run.build_seconds += lib_seconds
-    report = NetworkSimReport(run, n, -1, expected_cycles_per_image=manifest["expected_cycles_per_image"])
+    report = NetworkSimReport(run, n, -1, expected_cycles_per_image=manifest["expected_cycles_per_image"],
+                              model=model, verilog=verilog_files)
     if not run.passed or not files["outputs"].is_file():
         return report
     cls, logits = decode_outputs(read_writememh(files["outputs"], out_w), manifest)

@@ -16,14 +16,20 @@ from lowbit.sw.fold import parse_fold, plan_folding
 from lowbit.sw.quant import quantize
 from lowbit.sw.train import load_or_train
 
-CASES = [  # (name, method, weight bits, act bits, fold, memories)
-    ("w1a1", "binary", 1, 1, "16x16,16x16,16x16,10x16", "embedded"),
-    ("w2a2", "pow2", 2, 2, "8x8,8x8,8x8,10x8", "embedded"),
-    ("w4a4", "pow2", 4, 4, "8x8,8x8,8x8,10x8", "embedded"),
-    ("w8a8", "pow2", 8, 8, "4x16,8x4,8x8,5x8", "embedded"),
-    ("ternary_a4", "ternary", 2, 4, "16x4,4x16,16x4,2x16", "embedded"),
+CASES = [  # (name, method, weight bits, act bits, fold, memories, model)
+    ("w1a1", "binary", 1, 1, "16x16,16x16,16x16,10x16", "embedded", "synthesis"),
+    ("w2a2", "pow2", 2, 2, "8x8,8x8,8x8,10x8", "embedded", "synthesis"),
+    ("w4a4", "pow2", 4, 4, "8x8,8x8,8x8,10x8", "embedded", "synthesis"),
+    ("w8a8", "pow2", 8, 8, "4x16,8x4,8x8,5x8", "embedded", "synthesis"),
+    ("ternary_a4", "ternary", 2, 4, "16x4,4x16,16x4,2x16", "embedded", "synthesis"),
     # weights loaded by $readmemh from the .hex images (copied beside the simulation)
-    ("scaled_w4a4_readmemh", "scaled", 4, 4, "2x64,64x2,1x64,10x1", "readmemh"),
+    ("scaled_w4a4_readmemh", "scaled", 4, 4, "2x64,64x2,1x64,10x1", "readmemh", "synthesis"),
+    # the simulation model ('*' lanes, registers held in bubbles), what 'lowbit sim' runs by default
+    ("w1a1_simmodel", "binary", 1, 1, "16x16,16x16,16x16,10x16", "embedded", "simulation"),
+    ("w4a4_simmodel", "pow2", 4, 4, "8x8,8x8,8x8,10x8", "embedded", "simulation"),
+    ("w8a8_simmodel", "pow2", 8, 8, "4x16,8x4,8x8,5x8", "embedded", "simulation"),
+    ("ternary_a4_simmodel", "ternary", 2, 4, "16x4,4x16,16x4,2x16", "embedded", "simulation"),
+    ("scaled_w4a4_readmemh_simmodel", "scaled", 4, 4, "2x64,64x2,1x64,10x1", "readmemh", "simulation"),
 ]
 
 
@@ -36,17 +42,17 @@ def digits_tfc(tmp_path_factory):
 
 
 @pytest.mark.hdl
-@pytest.mark.parametrize("name, method, wb, ab, fold, memories", CASES, ids=[c[0] for c in CASES])
-def test_network_bit_exact_on_every_digits_image(tmp_path, digits_tfc, name, method, wb, ab, fold, memories):
-    ds, model = digits_tfc
-    net = quantize(model, method, wb, ab, ds.x_train, progress=False)
+@pytest.mark.parametrize("name, method, wb, ab, fold, memories, model", CASES, ids=[c[0] for c in CASES])
+def test_network_bit_exact_on_every_digits_image(tmp_path, digits_tfc, name, method, wb, ab, fold, memories, model):
+    ds, trained = digits_tfc
+    net = quantize(trained, method, wb, ab, ds.x_train, progress=False)
     plan = plan_folding(net, parse_fold(fold, len(net.layers)))
     build_network(net, plan, tmp_path / "net", memories=memories)
     manifest, net_back = load_build(tmp_path / "net")
     pixels = np.concatenate([ds.x_train, ds.x_test])
     labels = np.concatenate([ds.y_train, ds.y_test])
-    rep = simulate_build(tmp_path / "net", manifest, net_back, pixels, labels, stress=50)
-    assert rep.run.passed
+    rep = simulate_build(tmp_path / "net", manifest, net_back, pixels, labels, stress=50, model=model)
+    assert rep.run.passed and rep.model == model
     assert rep.images == len(pixels) >= 1000
     assert rep.mismatches == 0, rep.first_mismatches
     # post-training W1A1/W2A2 on a 64-wide TFC is weak (~37%; QAT recovers it), but far above chance

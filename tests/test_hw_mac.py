@@ -26,8 +26,8 @@ CASES = [  # (weight, activation, pe, simd, beats) — covers xnor, negate, tern
 ]
 
 
-def simulate(spec, vectors, gap, stall, seed=0):
-    dut = MacArray(spec)
+def simulate(spec, vectors, gap, stall, seed=0, model="synthesis"):
+    dut = MacArray(spec, model=model)
     beats = [b for x, w in vectors for b in mac_beats(spec, x, w)]
     got = {}
 
@@ -45,12 +45,15 @@ def simulate(spec, vectors, gap, stall, seed=0):
     return np.array([[int(v) for v in p] for p in got["o"]])
 
 
+@pytest.mark.parametrize("model", ["synthesis", "simulation"])
 @pytest.mark.parametrize("wf, af, pe, simd, beats", CASES, ids=lambda v: str(v))
-def test_mac_array_equals_golden(wf, af, pe, simd, beats):
+def test_mac_array_equals_golden(wf, af, pe, simd, beats, model):
+    """Both netlists (the simulation model: ``*`` lanes, data registers held in bubbles), with
+    random input gaps and output stalls."""
     spec = MacArraySpec(pe=pe, simd=simd, weight_format=wf, act_format=af, beats=beats)
     rng = np.random.default_rng(pe * 100 + simd)
     vectors = mac_vectors(spec, 20, rng)
-    got = simulate(spec, vectors, gap=0.3, stall=0.3)
+    got = simulate(spec, vectors, gap=0.3, stall=0.3, model=model)
     expected = np.array([spec.golden(x, w) for x, w in vectors])
     assert np.array_equal(got, expected)
     # the corner vectors reach the accumulator bound exactly, so the width is tight

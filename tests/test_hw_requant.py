@@ -19,9 +19,9 @@ def codes_to_values(spec, codes):
     return spec.out_format.decode(np.asarray(codes))
 
 
-def run(spec, accs, bias, mult, shift, gap=0.2, stall=0.2):
+def run(spec, accs, bias, mult, shift, gap=0.2, stall=0.2, model="synthesis"):
     """Every acc through the circuit with the given per-beat parameters; returns decoded values."""
-    dut = Requantizer(spec)
+    dut = Requantizer(spec, model=model)
     pad = (-len(accs)) % LANES
     acc = np.concatenate([accs, accs[:pad]]).reshape(-1, LANES)
     beats = [{"acc": a.tolist(), "bias": [bias] * LANES, "shift": [shift] * LANES,
@@ -54,6 +54,18 @@ def test_every_10_bit_accumulator_in_every_mode(rounding, out_format, relu):
     every = np.arange(-(1 << (ACC_BITS - 1)), 1 << (ACC_BITS - 1))
     for shift, mult, bias in [(0, 1, 0), (1, 1, 0), (2, 3, -5), (3, 7, 7), (5, 2, -8), (7, 5, 3)]:
         acc, got = run(spec, every, bias, mult, shift)
+        assert np.array_equal(got, spec.golden(acc, bias, mult, shift)), (shift, mult, bias)
+
+
+@pytest.mark.parametrize("out_format, relu", [("s4", False), ("u3", True), ("bipolar", False)])
+def test_simulation_model_equals_golden_with_gaps_and_stalls(out_format, relu):
+    """The simulation model's stage registers hold in bubbles; with heavy gaps and stalls every
+    output still equals the rule."""
+    spec = RequantSpec(LANES, ACC_BITS, out_format, bias_bits=4, mult_bits=3, shift_bits=3,
+                       rounding="half_even", relu=relu)
+    every = np.arange(-(1 << (ACC_BITS - 1)), 1 << (ACC_BITS - 1))
+    for shift, mult, bias in [(0, 1, 0), (3, 7, 7), (5, 2, -8)]:
+        acc, got = run(spec, every, bias, mult, shift, gap=0.5, stall=0.5, model="simulation")
         assert np.array_equal(got, spec.golden(acc, bias, mult, shift)), (shift, mult, bias)
 
 

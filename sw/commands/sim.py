@@ -10,6 +10,11 @@ output stalls; the rest run at full rate and are timed with the accelerator's ow
 counter. Prints mismatches, accuracy, measured cycles per image against the analytical bound,
 latency, simulated images per second and projected images per second at --clock-mhz.
 The image files are checked against the sha256 in manifest.json first.
+
+--model simulation (default) runs the build's simulation model, lowbit_net_sim.v: the same
+design with Verilog '*' lane multipliers (checked equal to the synthesized digit multipliers on
+every code pair at build time) and pipeline data registers that hold in bubbles, several times
+faster in Verilator. --model synthesis runs lowbit_net.v, the Verilog that goes to the FPGA.
 """
 
 
@@ -22,6 +27,8 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None, help="folder with IDX files (else $LOWBIT_DATA, then Debian's)")
     p.add_argument("--images", type=positive_int, default=1000, help="test images to simulate")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"])
+    p.add_argument("--model", default="simulation", choices=["simulation", "synthesis"],
+                   help="netlist to run: the build's simulation model (fast, default) or the synthesized Verilog")
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
     p.add_argument("--stress", type=int, default=50, help="images run with random gaps and stalls")
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the projected images/s")
@@ -29,6 +36,7 @@ def add_arguments(p):
 
 def print_report(rep, clock_mhz: float, indent: str = "") -> None:
     r = rep
+    print(f"{indent}netlist: {', '.join(r.verilog)} ({r.model} model)")
     print(f"{indent}Verilator build {r.run.build_seconds:.1f} s, simulation {r.run.run_seconds:.1f} s "
           f"({r.sim_images_per_second:.0f} images/s simulated)")
     print(f"{indent}compared {r.images} images (class + every logit; {min(r.images, 50)} with random gaps and "
@@ -64,9 +72,9 @@ def run(args) -> int:
     if px.shape[1] != net.in_features:
         raise ValueError(f"--dataset {name} has {px.shape[1]} pixels per image but the network takes "
                          f"{net.in_features} inputs")
-    print(f"simulating {len(px)} {name} test images on {args.simulator} ...")
+    print(f"simulating {len(px)} {name} test images on {args.simulator} ({args.model} model) ...")
     rep = simulate_build(build, manifest, net, px, labels, simulator=args.simulator, waves=args.waves,
-                         stress=args.stress)
+                         stress=args.stress, model=args.model)
     print_report(rep, args.clock_mhz)
     ok = rep.bit_exact
     print("=> bit-exact" if ok else "=> FAILED")

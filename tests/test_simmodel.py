@@ -1,0 +1,65 @@
+"""The simulation model next to the synthesized Verilog: written, checked, refused when altered."""
+
+import json
+
+import pytest
+
+from lowbit.hw import simmodel
+from lowbit.hw.arith import digit_multiply
+from lowbit.hw.build import build_network, load_build
+from lowbit.sim.netrun import simulate_build
+from lowbit.sw.fold import plan_folding
+from lowbit.sw.formats import parse_format
+from lowbit.sw.randnet import random_network
+
+
+def test_build_writes_the_simulation_model_and_its_lane_check(tmp_path):
+    net = random_network([12, 8, 4], "s4", "u4", seed=5)
+    out = tmp_path / "net"
+    build_network(net, plan_folding(net, [(4, 3), (2, 4)]), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    sim = manifest["simulation_model"]
+    assert sim["file"] == "lowbit_net_sim.v" and (out / sim["file"]).is_file()
+    # one format pair (s4 weights, u4 activations in both layers), all 16 x 16 code pairs
+    assert sim["lane_multiplier_check"] == [{"weight": "s4", "act": "u4", "code_pairs": 256, "mismatches": 0}]
+    text = (out / sim["file"]).read_text()
+    assert "module lowbit_net(" in text.replace(" (", "(")
+    assert text != (out / "lowbit_net.v").read_text()
+    # tampering is caught like any other file of the build
+    (out / sim["file"]).write_text(text + "\n")
+    with pytest.raises(ValueError, match=r"lowbit_net_sim.v' has been modified"):
+        load_build(out)
+
+
+def test_a_wrong_digit_multiplier_stops_the_build(tmp_path, monkeypatch):
+    def off_by_one(w_code, wf, multiples):
+        return digit_multiply(w_code, wf, multiples) + (w_code == 3)
+
+    monkeypatch.setattr(simmodel, "digit_multiply", off_by_one)
+    simmodel._mismatches.cache_clear()
+    net = random_network([6, 4], "s3", "u2", seed=1)
+    try:
+        with pytest.raises(AssertionError, match=r"digit multiplier s3 x u2: code pair \(3, 0\) gives 1, not 0 "
+                                                 r"\(4 of 32 pairs differ\)"):
+            build_network(net, plan_folding(net, [(2, 3)]), tmp_path / "net")
+    finally:
+        simmodel._mismatches.cache_clear()
+    assert not (tmp_path / "net").exists()
+
+
+def test_multiplier_pairs_are_the_general_multiply_layers_only():
+    net = random_network([8, 6, 4], "s4", "u4", seed=2)
+    assert simmodel.multiplier_pairs(net) == [(parse_format("s4"), parse_format("u4"))]
+    assert simmodel.multiplier_pairs(random_network([8, 4], "ternary", "u4", seed=2)) == []
+
+
+def test_simulation_model_of_an_old_build_is_refused(tmp_path):
+    net = random_network([12, 8, 4], "s4", "u4", seed=5)
+    out = tmp_path / "net"
+    build_network(net, plan_folding(net, [(4, 3), (2, 4)]), out, simulation_model=False)
+    manifest, back = load_build(out)
+    assert manifest["simulation_model"] is None
+    with pytest.raises(ValueError, match=r"model 'simulation' needs a build with a simulation model"):
+        simulate_build(out, manifest, back, [[0] * 12], model="simulation")
+    with pytest.raises(ValueError, match=r"model must be one of synthesis, simulation, not 'fast'"):
+        simulate_build(out, manifest, back, [[0] * 12], model="fast")
