@@ -10,20 +10,7 @@ from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from lowbit.sw.formats import IntFormat, Kind
 
-__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree", "popcount", "xnor_dot",
-           "xnor_agree_dot", "MODELS", "check_model"]
-
-# Which netlist a generator emits. "synthesis" is the circuit for the FPGA. "simulation" is the
-# same design with two changes that only make Verilator faster (hw.simmodel proves and checks
-# them): general lane multipliers written as Verilog ``*`` instead of digit multipliers, and
-# pipeline data registers that hold in bubbles instead of loading whatever is there.
-MODELS = ("synthesis", "simulation")
-
-
-def check_model(model: str) -> str:
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
-    return model
+__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree", "popcount", "xnor_dot", "xnor_agree_dot"]
 
 
 def lane(word: Value, index: int, bits: int) -> Value:

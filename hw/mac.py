@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.sw.specs import MacArraySpec
 
-from .arith import activation_multiples, adder_tree, check_model, decode, digit_multiply, lane, popcount, product
+from .arith import activation_multiples, adder_tree, decode, digit_multiply, lane, popcount, product
+from .simmodel import check_model
 
 __all__ = ["MacArray", "mac_input_layout", "LATENCY"]
 
@@ -43,7 +44,7 @@ class MacArray(wiring.Component):
     spec : MacArraySpec
         Formats, PE, SIMD and accumulator width (already checked against the worst case).
     model : "synthesis" (default) or "simulation"
-        See :data:`lowbit.hw.arith.MODELS`: the simulation model multiplies with ``*`` and its
+        See :data:`lowbit.hw.simmodel.MODELS`: the simulation model multiplies with ``*`` and its
         data registers hold in bubbles; the valid, first and last bits move exactly alike.
 
     Members

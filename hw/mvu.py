@@ -17,7 +17,7 @@ from lowbit.sw.ir import DenseLayer
 from lowbit.sw.pack import ParamLayout, layer_specs, param_banks, weight_banks
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
-from .arith import check_model
+from .simmodel import check_model
 from .mac import MacArray
 from .requant import Requantizer
 

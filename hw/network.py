@@ -100,7 +100,7 @@ class NetworkTop(wiring.Component):
     net : Network
     plan : FoldPlan
         One (PE, SIMD) per layer, validated by :func:`lowbit.sw.fold.plan_folding`.
-    model : "synthesis" (default) or "simulation" (see :data:`lowbit.hw.arith.MODELS`)
+    model : "synthesis" (default) or "simulation" (see :data:`lowbit.hw.simmodel.MODELS`)
     """
 
     def __init__(self, net: Network, plan: FoldPlan, *, model: str = "synthesis"):

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from lowbit.sw.formats import Kind, Rounding, signed_bits_for_range
 from lowbit.sw.specs import RequantSpec
 
-from .arith import check_model
+from .simmodel import check_model
 
 __all__ = ["Requantizer", "requant_input_layout", "requant_output_layout", "out_shape", "requant_lane",
            "requant_product", "requant_round", "requant_clip_decide", "requant_clip_select", "CLIP_FIELDS", "requant_clip",
@@ -146,7 +146,7 @@ class Requantizer(wiring.Component):
     ----------
     spec : RequantSpec
     model : "synthesis" (default) or "simulation"
-        See :data:`lowbit.hw.arith.MODELS`: the simulation model's stage registers hold in
+        See :data:`lowbit.hw.simmodel.MODELS`: the simulation model's stage registers hold in
         bubbles; the valid bits move exactly alike.
 
     Members

@@ -1,6 +1,6 @@
 """The simulation model of a network: what differs from the synthesized Verilog, and the check.
 
-``lowbit build`` writes two netlists of one design (see :data:`lowbit.hw.arith.MODELS`):
+``lowbit build`` writes two netlists of one design (see :data:`MODELS`):
 
 * ``lowbit_net.v``, the circuit for the FPGA, and
 * ``lowbit_net_sim.v``, the same generator run with ``model="simulation"``, which Verilator
@@ -24,16 +24,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from amaranth.hdl import Module, Signal
-from amaranth.sim import Simulator
+from typing import TYPE_CHECKING
 
 from lowbit.sw.formats import IntFormat, parse_format
-from lowbit.sw.ir import Network
 from lowbit.sw.specs import product_kind
 
-from .arith import activation_multiples, digit_multiply
+from .arith import digit_multiply
 
-__all__ = ["MODEL_DIFFERENCES", "check_lane_multipliers", "multiplier_pairs"]
+if TYPE_CHECKING:
+    from lowbit.sw.ir import Network
+
+__all__ = ["MODELS", "check_model", "MODEL_DIFFERENCES", "check_lane_multipliers", "multiplier_pairs"]
+
+# Which netlist a generator emits: "synthesis", the circuit for the FPGA, or "simulation", the
+# same design with the two local differences below, which only make Verilator faster.
+MODELS = ("synthesis", "simulation")
+
+
+def check_model(model: str) -> str:
+    """``model`` if it names a netlist, else a ValueError naming what is allowed."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
+    return model
+
 
 MODEL_DIFFERENCES = [
     "general lane multipliers are Verilog '*' instead of radix-4 digit multipliers (checked equal on every "
@@ -43,7 +56,7 @@ MODEL_DIFFERENCES = [
 ]
 
 
-def multiplier_pairs(net: Network) -> list[tuple[IntFormat, IntFormat]]:
+def multiplier_pairs(net: "Network") -> list[tuple[IntFormat, IntFormat]]:
     """The distinct (weight, activation) formats of the layers with a general multiplier."""
     pairs = []
     for layer in net.layers:
@@ -55,6 +68,11 @@ def multiplier_pairs(net: Network) -> list[tuple[IntFormat, IntFormat]]:
 
 @lru_cache(maxsize=None)
 def _mismatches(weight: str, act: str) -> tuple[int, list]:
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+
+    from .arith import activation_multiples
+
     wf, af = parse_format(weight), parse_format(act)
     m = Module()
     w, x = Signal(wf.bits), Signal(af.bits)

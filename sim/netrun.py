@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lowbit.hw.arith import check_model
+from lowbit.hw.simmodel import check_model
 from lowbit.sw.golden import run_network
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import dumps
@@ -53,7 +53,7 @@ class NetworkSimReport:
     expected_cycles_per_image: int = 0     # analytical bound: max over layers of NF·SF
     in_stalls: int = 0
     out_stalls: int = 0
-    model: str = "synthesis"               # which netlist ran (lowbit.hw.arith.MODELS)
+    model: str = "synthesis"               # which netlist ran (lowbit.hw.simmodel.MODELS)
     verilog: list = field(default_factory=list)
 
     @property
@@ -94,8 +94,9 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
     check_model(model)
     if model == "simulation":
         if not manifest.get("simulation_model"):
-            raise ValueError(f"model 'simulation' needs a build with a simulation model; {str(build_dir)!r} has "
-                             f"none (rebuild it with 'lowbit build', or simulate with model 'synthesis')")
+            raise ValueError(f"model must be 'synthesis' for {str(build_dir)!r}, not 'simulation': it was built "
+                             f"without a simulation model (rebuild it without --no-sim-model, or simulate with "
+                             f"--model synthesis)")
         verilog_files = [manifest["simulation_model"]["file"]]
     else:
         verilog_files = list(manifest["verilog"])

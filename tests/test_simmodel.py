@@ -59,7 +59,7 @@ def test_simulation_model_of_an_old_build_is_refused(tmp_path):
     build_network(net, plan_folding(net, [(4, 3), (2, 4)]), out, simulation_model=False)
     manifest, back = load_build(out)
     assert manifest["simulation_model"] is None
-    with pytest.raises(ValueError, match=r"model 'simulation' needs a build with a simulation model"):
+    with pytest.raises(ValueError, match=r"model must be 'synthesis' for .*, not 'simulation': it was built without a simulation model"):
         simulate_build(out, manifest, back, [[0] * 12], model="simulation")
     with pytest.raises(ValueError, match=r"model must be one of synthesis, simulation, not 'fast'"):
         simulate_build(out, manifest, back, [[0] * 12], model="fast")

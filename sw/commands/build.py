@@ -32,6 +32,9 @@ def add_arguments(p):
                    help="embedded: the Verilog holds every memory's initial words; readmemh: weight and "
                         "parameter memories load their .hex image with $readmemh (file name only: keep the "
                         ".hex files beside the Verilog or in the tool's working directory)")
+    p.add_argument("--no-sim-model", action="store_true",
+                   help="skip lowbit_net_sim.v, the faster simulation model that 'lowbit sim' runs by default "
+                        "(then simulate with 'lowbit sim --model synthesis')")
     g = p.add_argument_group("random network (instead of NET)")
     g.add_argument("--random", default=None, metavar="SIZES", help="e.g. 784,256,256,256,10")
     g.add_argument("--weight", default="s4", help="weight format of the random network")
@@ -82,7 +85,8 @@ def run(args) -> int:
     plan = choose_plan(net, args.fold, args.max_lanes, args.target_cycles)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     t0 = time.perf_counter()
-    manifest = build_network(net, plan, out, formats=formats, memories=args.memories)
+    manifest = build_network(net, plan, out, formats=formats, memories=args.memories,
+                             simulation_model=not args.no_sim_model)
     print(net.describe())
     print(f"folding {plan} ({plan.mac_lanes} MAC lanes)")
     for layer in manifest["folding"]:
@@ -90,6 +94,12 @@ def run(args) -> int:
               f"NF {layer['nf']} x SF {layer['sf']} = {layer['expected_cycles_per_image']} cycles/image, "
               f"{layer['acc_bits']}-bit accumulators, {layer['product']} lanes")
     print(f"expected: {manifest['expected_cycles_per_image']} cycles per image (initiation interval)")
+    sim = manifest["simulation_model"]
+    if sim:
+        checked = ", ".join(f"{c['weight']} x {c['act']} ({c['code_pairs']} code pairs)" for c in sim["lane_multiplier_check"])
+        print(f"simulation model {sim['file']}: digit multipliers equal '*' on every code pair of "
+              f"{checked or 'no general-multiplier layer'}")
+    netlists = f"{manifest['top']}.v" + (f", {sim['file']}" if sim else "")
     print(f"wrote {out}/ ({len(manifest['memories'])} memories x {len(formats)} formats, "
-          f"{manifest['top']}.v, manifest.json) in {time.perf_counter() - t0:.1f} s")
+          f"{netlists}, manifest.json) in {time.perf_counter() - t0:.1f} s")
     return 0
