@@ -28,7 +28,7 @@ def add_arguments(p):
     p.add_argument("--images", type=positive_int, default=1000, help="test images to simulate")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"])
     p.add_argument("--model", default="simulation", choices=["simulation", "synthesis"],
-                   help="netlist to run: the build's simulation model (fast, default) or the synthesized Verilog")
+                   help="netlist to run: the build's simulation model (fast) or the synthesized Verilog")
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
     p.add_argument("--stress", type=int, default=50, help="images run with random gaps and stalls")
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the projected images/s")
