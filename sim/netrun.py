@@ -123,7 +123,11 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
     # $readmemh builds name their images without a folder: the simulator resolves them against
     # its working directory, the testbench's build folder
     run_dir = sim_dir / "obj"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Start the testbench build from nothing: its makefile does not list the protected library,
+    # so an executable from an earlier run would be kept, still linked to the earlier design
+    # (seen: a rebuilt network simulated as the old one). ccache keeps the rebuild to seconds.
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
     for fname in manifest.get("readmemh_files", []):
         shutil.copyfile(build_dir / fname, run_dir / fname)
     budget_cycles = (n + 10) * manifest["expected_cycles_per_image"] * 4 + 100_000

@@ -105,3 +105,19 @@ def test_bounded_equivalence_finds_a_register_that_loads_too_late():
     spec = MacArraySpec(pe=1, simd=2, weight_format="s3", act_format="u2", beats=3)
     with pytest.raises(AssertionError, match=r"the two models differ within 12 cycles"):
         simmodel.bounded_equivalence(lambda model: late_products(spec, model=model), 12)
+
+
+@pytest.mark.hdl
+def test_a_rebuilt_network_is_simulated_as_rebuilt(tmp_path):
+    """Same build folder, same simulation folder, new weights: the second run must simulate the
+    new design (an executable kept from the first run once simulated the old one)."""
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6, 12), dtype=np.uint8)
+    for seed in (5, 6):
+        net = random_network([12, 8, 4], "s4", "u4", seed=seed)
+        build_network(net, plan_folding(net, [(4, 3), (2, 4)]), tmp_path / "net")
+        manifest, back = load_build(tmp_path / "net")
+        rep = simulate_build(tmp_path / "net", manifest, back, pixels, stress=2, model="simulation",
+                             sim_dir=tmp_path / "sim")
+        assert rep.run.passed and rep.mismatches == 0, (seed, rep.first_mismatches)
