@@ -64,3 +64,19 @@ def test_report_small(tmp_path, capsys):
     md = (tmp_path / "accuracy.md").read_text()
     assert "| tfc | pow2 | W4 A4 | 4 | ptq |" in md and "ternary A8 N=16" in md
     assert (tmp_path / "accuracy.csv").read_text().startswith("preset,method,config,bits,mode,accuracy,delta,notes")
+
+
+def test_report_minifloat_search_row_compares_format_and_width(tmp_path):
+    import re
+
+    assert main(["report", "accuracy", "--dataset", "digits", "--presets", "tfc", "--bits", "4",
+                 "--methods", "pow2", "--qat-epochs", "0", "--wage-epochs", "0", "--epochs", "2",
+                 "--out", str(tmp_path)]) == 0
+    row = next(line for line in (tmp_path / "accuracy.md").read_text().splitlines() if "| search: " in line)
+    m = re.search(r"\| search: e(\d)m(\d) \| (\d+) \|.*\(chose e(\d)m(\d), (\d+) bits\); same format: (yes|no), "
+                  r"same width: (yes|no) \|", row)
+    assert m, row
+    fe, fm, fbits, xe, xm, xbits, same_format, same_width = m.groups()
+    assert int(fbits) == 1 + int(fe) + int(fm) and int(xbits) == 1 + int(xe) + int(xm)
+    assert same_format == ("yes" if (fe, fm) == (xe, xm) else "no")
+    assert same_width == ("yes" if fbits == xbits else "no")

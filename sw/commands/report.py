@@ -128,10 +128,15 @@ def run(args) -> int:
             fast = fast_precision_search(model, ds.x_train[:10], ds.x_test, ds.y_test, float_accuracy=base)
             ex = exhaustive_search(model, ds.x_test, ds.y_test, float_accuracy=base)
             same = fast.chosen == ex.chosen
+            # Both searches want the fewest bits; two formats of one width are an equally cheap
+            # answer (the exhaustive one breaks the tie by fewer exponent bits).
+            same_bits = bool(fast.chosen and ex.chosen and fast.chosen.bits == ex.chosen.bits)
+            ex_bits = f", {ex.chosen.bits} bits" if ex.chosen else ""
             add(preset, "minifloat", f"search: {fast.chosen}", fast.chosen.bits if fast.chosen else 0, "emu",
                 fast.accuracy or 0.0, base,
                 f"fast search {fast.evaluations} evaluations vs exhaustive {ex.evaluations} "
-                f"(chose {ex.chosen}); same choice: {'yes' if same else 'no'}")
+                f"(chose {ex.chosen}{ex_bits}); same format: {'yes' if same else 'no'}, "
+                f"same width: {'yes' if same_bits else 'no'}")
     fields = ["preset", "method", "config", "bits", "mode", "accuracy", "delta", "notes"]
     with open(out / "accuracy.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
