@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from lowbit.sw.specs import MacArraySpec
 
 from .arith import activation_multiples, adder_tree, decode, digit_multiply, lane, popcount, product
-from .simmodel import check_model
+from .simmodel import behind_valid, check_model
 
 __all__ = ["MacArray", "mac_input_layout", "LATENCY"]
 
@@ -167,17 +167,17 @@ class MacArray(wiring.Component):
                 m.d.sync += fresh.eq(self.i.payload.last)
             # The simulation model loads a data register only behind a valid beat (Verilator
             # then skips the arithmetic of idle layers); nothing reads it otherwise.
-            hold = self._model == "simulation"
-            with m.If(self.i.valid if hold else 1):
+            when = behind_valid(m, self._model)
+            with when(self.i.valid):
                 m.d.sync += [w_op.eq(self.i.payload.w), *x_load]
             for k in (1, 2, 3):
                 m.d.sync += [valid[k].eq(valid[k - 1]), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
             for row, terms, parts, dot in rows:
-                with m.If(valid[0] if hold else 1):
+                with when(valid[0]):
                     m.d.sync += [r.eq(t) for r, t in zip(terms, row)]
-                with m.If(valid[1] if hold else 1):
+                with when(valid[1]):
                     m.d.sync += [r.eq(v) for r, v in zip(parts, self.row_partials(terms))]
-                with m.If(valid[2] if hold else 1):
+                with when(valid[2]):
                     # Width is safe to truncate: spec.acc_bits covers every partial sum.
                     m.d.sync += dot.eq(self.row_total(parts))
             with m.If(valid[3]):

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from lowbit.sw.formats import Kind, Rounding, signed_bits_for_range
 from lowbit.sw.specs import RequantSpec
 
-from .simmodel import check_model
+from .simmodel import behind_valid, check_model
 
 __all__ = ["Requantizer", "requant_input_layout", "requant_output_layout", "out_shape", "requant_lane",
            "requant_product", "requant_round", "requant_clip_decide", "requant_clip_select", "CLIP_FIELDS", "requant_clip",
@@ -193,17 +193,17 @@ class Requantizer(wiring.Component):
         with m.If(advance):
             m.d.sync += [a_valid.eq(self.i.valid), b_valid.eq(a_valid), c_valid.eq(b_valid),
                          self.o.valid.eq(c_valid)]
-            hold = self._model == "simulation"  # data registers load only behind a valid beat
+            when = behind_valid(m, self._model)  # the simulation model's data registers hold in bubbles
             for k in range(spec.lanes):
                 mult = p.mult[k] if spec.mult_bits else None
                 floor, up = requant_round(spec, a_prod[k], a_shift[k])
                 decided = requant_clip_decide(spec, b_floor[k], b_up[k])
-                with m.If(self.i.valid if hold else 1):
+                with when(self.i.valid):
                     m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k])]
-                with m.If(a_valid if hold else 1):
+                with when(a_valid):
                     m.d.sync += [b_floor[k].eq(floor), b_up[k].eq(up)]
-                with m.If(b_valid if hold else 1):
+                with when(b_valid):
                     m.d.sync += [c_clip[k][f].eq(decided[f]) for f in CLIP_FIELDS]
-                with m.If(c_valid if hold else 1):
+                with when(c_valid):
                     m.d.sync += self.o.payload[k].eq(requant_clip_select(spec, c_clip[k]))
         return m

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import lru_cache
 
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ from .arith import digit_multiply
 if TYPE_CHECKING:
     from lowbit.sw.ir import Network
 
-__all__ = ["MODELS", "check_model", "MODEL_DIFFERENCES", "check_lane_multipliers", "multiplier_pairs",
+__all__ = ["MODELS", "check_model", "behind_valid", "MODEL_DIFFERENCES", "check_lane_multipliers", "multiplier_pairs",
            "bounded_equivalence"]
 
 # Which netlist a generator emits: "synthesis", the circuit for the FPGA, or "simulation", the
@@ -49,6 +50,14 @@ def check_model(model: str) -> str:
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
     return model
+
+
+def behind_valid(m, model: str):
+    """``when(valid)``: ``m.If(valid)`` in the simulation model, no condition at all in the
+    synthesis model (whose Verilog thus stays exactly what it was without this switch)."""
+    if model == "simulation":
+        return m.If
+    return lambda valid: nullcontext()
 
 
 MODEL_DIFFERENCES = [

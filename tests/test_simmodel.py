@@ -96,8 +96,8 @@ def test_bounded_equivalence_finds_a_register_that_loads_too_late():
     from lowbit.sw.specs import MacArraySpec
 
     code = textwrap.dedent(inspect.getsource(mac.MacArray.elaborate))
-    assert code.count("with m.If(valid[0] if hold else 1):") == 1  # the product registers' enable
-    mutated = code.replace("with m.If(valid[0] if hold else 1):", "with m.If(valid[1] if hold else 1):")
+    assert code.count("with when(valid[0]):") == 1  # the product registers' enable
+    mutated = code.replace("with when(valid[0]):", "with when(valid[1]):")
     namespace = dict(vars(mac))
     exec(compile(mutated, mac.__file__, "exec"), namespace)
     late_products = type("LateProducts", (mac.MacArray,), {"elaborate": namespace["elaborate"]})
