@@ -153,7 +153,7 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
 
 def load_build(out_dir: str | os.PathLike) -> tuple[dict, Network]:
     """Read a build folder back, checking every image's and the IR's sha256 against the manifest."""
-    from lowbit.sw.memimage import verify_images
+    from lowbit.sw.memimage import check_file, verify_images
 
     out_dir = Path(out_dir)
     if not (out_dir / "manifest.json").is_file():
@@ -162,23 +162,13 @@ def load_build(out_dir: str | os.PathLike) -> tuple[dict, Network]:
     for key in ("top", "ir", "verilog"):
         if key not in manifest:
             raise ValueError(f"{str(out_dir / 'manifest.json')!r} lacks {key!r}: not a network build")
-    ir = out_dir / manifest["ir"]["file"]
-    if not ir.is_file():
-        raise ValueError(f"{str(ir)!r} is missing")
-    actual = _sha256(ir.read_bytes())
-    if actual != manifest["ir"]["sha256"]:
-        raise ValueError(f"{str(ir)!r} has been modified: sha256 must be {manifest['ir']['sha256']}, not {actual}")
+    check_file(out_dir, manifest["ir"], "integer IR")
     for v in manifest["verilog"]:
         path = out_dir / v
         if not path.is_file():
             raise ValueError(f"{str(path)!r} is missing")
         if _sha256(path.read_bytes()) != manifest.get("verilog_sha256", _sha256(path.read_bytes())):
             raise ValueError(f"{str(path)!r} has been modified since it was built")
-    sim_model = manifest.get("simulation_model")
-    if sim_model:
-        path = out_dir / sim_model["file"]
-        if not path.is_file():
-            raise ValueError(f"{str(path)!r} is missing")
-        if _sha256(path.read_bytes()) != sim_model["sha256"]:
-            raise ValueError(f"{str(path)!r} has been modified since it was built")
-    return manifest, Network.load(ir)
+    if manifest.get("simulation_model"):
+        check_file(out_dir, manifest["simulation_model"], "simulation model")
+    return manifest, Network.load(out_dir / manifest["ir"]["file"])

@@ -88,8 +88,9 @@ def _mismatches(weight: str, act: str) -> tuple[int, list]:
     wf, af = parse_format(weight), parse_format(act)
     m = Module()
     w, x = Signal(wf.bits), Signal(af.bits)
-    out = Signal(digit_multiply(w, wf, activation_multiples(x, af)).shape())
-    m.d.comb += out.eq(digit_multiply(w, wf, activation_multiples(x, af)))
+    product = digit_multiply(w, wf, activation_multiples(x, af))
+    out = Signal(product.shape())
+    m.d.comb += out.eq(product)
     w_values = [int(v) for v in wf.decode(list(range(1 << wf.bits)))]
     x_values = [int(v) for v in af.decode(list(range(1 << af.bits)))]
     bad = []

@@ -45,7 +45,7 @@ from .specs import RequantSpec
 __all__ = [
     "FORMATS", "DEFAULT_FORMATS", "MANIFEST_NAME", "MemImageError",
     "dumps", "loads", "write_memory", "read_memory",
-    "Memory", "ImageSet", "LayerBanks", "write_images", "verify_images", "load_bank",
+    "Memory", "ImageSet", "LayerBanks", "write_images", "verify_images", "check_file", "load_bank",
 ]
 
 #: Format name → file suffix.
@@ -627,14 +627,15 @@ def _load_manifest(out_dir: Path) -> dict:
     return manifest
 
 
-def _check_file(out_dir: Path, rec: dict) -> bytes:
-    path = out_dir / rec["file"]
+def check_file(out_dir: Path, rec: dict, what: str = "memory image") -> bytes:
+    """The bytes of ``out_dir / rec["file"]`` if its sha256 is ``rec["sha256"]``, else a ValueError."""
+    path = Path(out_dir) / rec["file"]
     if not path.is_file():
-        raise ValueError(f"memory image {str(path)!r} is missing (expected sha256 {rec['sha256']})")
+        raise ValueError(f"{what} {str(path)!r} is missing (expected sha256 {rec['sha256']})")
     data = path.read_bytes()
     actual = _sha256(data)
     if actual != rec["sha256"]:
-        raise ValueError(f"memory image {str(path)!r} has been modified: sha256 must be "
+        raise ValueError(f"{what} {str(path)!r} has been modified: sha256 must be "
                          f"{rec['sha256']}, not {actual}")
     return data
 
@@ -651,7 +652,7 @@ def verify_images(out_dir) -> dict:
     manifest = _load_manifest(out_dir)
     for mem in manifest["memories"]:
         for rec in mem["files"].values():
-            _check_file(out_dir, rec)
+            check_file(out_dir, rec)
     return manifest
 
 
@@ -681,5 +682,5 @@ def load_bank(out_dir, layer: int | str, kind: str, bank: int, fmt: str = "hex")
     if fmt not in mem["files"]:
         raise ValueError(f"fmt must be one of the written formats {', '.join(mem['files'])}, not {fmt!r}")
     rec = mem["files"][fmt]
-    data = _check_file(out_dir, rec)
+    data = check_file(out_dir, rec)
     return loads(data, fmt, mem["width"], mem["depth"], name=str(out_dir / rec["file"]))
