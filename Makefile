@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	@# From Debian where apt works (root): Fashion-MNIST (else lowbit falls back to digits) and
 	@# ccache (Verilator builds recompile the same runtime; without it they are ~6x slower).
+	@# A fresh machine has no package lists, so apt cannot find either package: then the lists
+	@# are updated and the install tried once more. Never fatal: both are optional.
 	-@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		pkgs=""; [ -d /usr/share/datasets/fashion-mnist ] || pkgs="$$pkgs dataset-fashion-mnist"; \
 		command -v ccache >/dev/null || pkgs="$$pkgs ccache"; \
-		[ -z "$$pkgs" ] || apt-get install -y -q $$pkgs >/dev/null 2>&1 || echo "note: apt could not install$$pkgs"; fi
+		[ -z "$$pkgs" ] || apt-get install -y -q $$pkgs >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$pkgs >/dev/null 2>&1; } \
+		|| echo "note: apt could not install$$pkgs"; fi
 	touch $(STAMP)
 
 test: install
