@@ -1,20 +1,37 @@
 """The integer network IR: the contract between quantizers and everything downstream.
 
-A :class:`Network` is a chain of :class:`DenseLayer` objects holding integer weights,
-integer biases, their formats and the requantization to the next layer's input format.
-Quantizers only produce it; the golden model, the packer and the hardware generator only
-consume it.
+A :class:`Network` is a chain of IR layers (today :class:`DenseLayer`) holding integer
+weights, integer biases, their formats and the requantization to the next layer's input
+format. Quantizers only produce it; the golden model, the packer and the hardware
+generator only consume it.
 
-File format (``.npz``)
-----------------------
+The arrays hold **values**, not codes: a bipolar weight is -1 or +1, a ternary one -1, 0
+or +1, a pow2 one 0 or ±2^k, exactly the numbers the arithmetic multiplies. Only the
+memory images (:mod:`lowbit.sw.pack`) hold codes (:meth:`IntFormat.encode`).
+
+Layer kinds
+-----------
+Each kind is a class registered under its ``op`` name (:func:`register_layer`); it owns
+its header fields, its arrays in the file and how it is read back (``from_header``), and
+states its ``in_shape``/``out_shape``. The network only chains layers by shape and format.
+
+File format (``.npz``, version 2; the full reference is ``docs/spec.md``)
+--------------------------------------------------------------------------
 ``header``            a JSON document (UTF-8 bytes in a uint8 array)::
 
-    {"format": "lowbit-ir", "version": 1, "name": ..., "input": {...}, "metadata": {...},
-     "layers": [{"name", "in_features", "out_features", "weight_format", "in_format",
+    {"format": "lowbit-ir", "version": 2, "name": ..., "input": {"kind", "amount", "shift_amount"},
+     "metadata": {...},
+     "layers": [{"op": "dense", "name", "in_features", "out_features", "weight_format",
+                 "in_format", "acc_bits",
                  "requant": null | {"out_format", "rounding", "relu", "shift", "multiplier"}}]}
 
-``layer{i}_weights``  int64 ``[out_features, in_features]``
-``layer{i}_bias``     int64 ``[out_features]``
+``layer{i}_{array}``  the arrays of layer ``i`` (dense: ``weights`` int64 ``[out_features,
+                      in_features]`` and ``bias`` int64 ``[out_features]``)
+
+Version 1 is the same without ``"op"`` (every layer dense) and with ``acc_bits`` optional;
+it still loads. ``acc_bits`` is checked, never trusted: a value below the worst-case bound
+of the weights is refused; a wider one is accepted, and lowbit sizes its accumulators from
+the bound (:attr:`DenseLayer.acc_bits`) and writes the bound back on save.
 
 ``input`` says how raw dataset pixels (uint8) become the first layer's integers
 (see :func:`InputTransform.apply`). Per-channel shift/multiplier lists live in the header.
@@ -22,21 +39,25 @@ File format (``.npz``)
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Mapping
 
 import numpy as np
 
 from .formats import IntFormat, Kind, parse_format, signed_bits_for_range
 from .requant import RequantParams
 
-__all__ = ["DenseLayer", "Network", "InputTransform", "IRError", "accumulator_range"]
+__all__ = ["IRLayer", "DenseLayer", "Network", "InputTransform", "IRError", "accumulator_range",
+           "register_layer", "layer_kind", "LAYER_KINDS", "IR_FORMAT", "IR_VERSION", "READ_VERSIONS"]
 
 IR_FORMAT = "lowbit-ir"
-IR_VERSION = 1
+IR_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 
 class IRError(ValueError):
@@ -44,7 +65,7 @@ class IRError(ValueError):
 
 
 def accumulator_range(weights, bias, in_format: IntFormat) -> tuple[int, int]:
-    """Exact worst-case range of every partial and final accumulator of a dense layer.
+    """Exact worst-case range of every partial and final accumulator of a ``[rows, cols]`` matrix.
 
     For each row the extremes of ``Σ w·x`` are reached with each ``x`` at an end of
     ``in_format``'s range; the bias is added once. Because every format's range holds 0
@@ -94,8 +115,81 @@ class InputTransform:
         return cls(d.get("kind", "shift"), int(d.get("amount", 0)), int(d.get("shift_amount", 0)))
 
 
+# ---- layer kinds ------------------------------------------------------------------------
+class IRLayer(abc.ABC):
+    """What every IR layer kind provides (subclasses are frozen dataclasses).
+
+    Class attributes: ``op`` (the header's name of the kind) and ``ARRAYS`` (the names of its
+    arrays; layer ``i``'s array ``a`` is stored as ``layer{i}_{a}``). Instances have ``name``,
+    ``in_format`` and ``requant`` (``None``: the layer emits raw accumulators).
+    """
+
+    op: ClassVar[str]
+    ARRAYS: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    @abc.abstractmethod
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample (NHWC without the batch axis)."""
+
+    @property
+    @abc.abstractmethod
+    def out_shape(self) -> tuple[int, ...]:
+        """Shape of one output sample."""
+
+    @property
+    def out_format(self) -> IntFormat | None:
+        """Format of the outputs; ``None`` for raw accumulators (the last layer's logits)."""
+        return None if self.requant is None else self.requant.out_format
+
+    @abc.abstractmethod
+    def header_fields(self) -> dict:
+        """This layer's header entry, without ``"op"`` (JSON-ready)."""
+
+    @abc.abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """This layer's arrays by name (the keys of ``ARRAYS``)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_header(cls, fields: Mapping, arrays: Mapping[str, np.ndarray], *, version: int) -> "IRLayer":
+        """Rebuild a layer from its header entry (without ``"op"``) and arrays, or raise
+        :class:`IRError`/:class:`ValueError` naming the field, its value and what is allowed."""
+
+    @abc.abstractmethod
+    def macs(self) -> int:
+        """Multiply-accumulates per sample."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for :meth:`Network.describe` (after the index)."""
+
+
+#: op name → layer class; filled by :func:`register_layer`.
+LAYER_KINDS: dict[str, type[IRLayer]] = {}
+
+
+def register_layer(cls: type[IRLayer]) -> type[IRLayer]:
+    """Class decorator: make ``cls`` readable from files under ``cls.op``."""
+    op = getattr(cls, "op", None)
+    if not isinstance(op, str) or not op:
+        raise TypeError(f"{cls.__name__}.op must be a non-empty string, not {op!r}")
+    if op in LAYER_KINDS and LAYER_KINDS[op] is not cls:
+        raise ValueError(f"op {op!r} is already registered to {LAYER_KINDS[op].__name__}")
+    LAYER_KINDS[op] = cls
+    return cls
+
+
+def layer_kind(op) -> type[IRLayer]:
+    """The layer class registered under ``op``."""
+    if not isinstance(op, str) or op not in LAYER_KINDS:
+        raise IRError(f"op must be one of {', '.join(sorted(LAYER_KINDS))}, not {op!r}")
+    return LAYER_KINDS[op]
+
+
+@register_layer
 @dataclass(frozen=True, eq=False)
-class DenseLayer:
+class DenseLayer(IRLayer):
     """One fully connected layer in integers.
 
     Parameters
@@ -107,6 +201,9 @@ class DenseLayer:
         ``None`` only for the last layer: it emits raw accumulators (logits).
     name : str
     """
+
+    op: ClassVar[str] = "dense"
+    ARRAYS: ClassVar[tuple[str, ...]] = ("weights", "bias")
 
     weights: np.ndarray
     weight_format: IntFormat
@@ -147,8 +244,12 @@ class DenseLayer:
         return self.weights.shape[1]
 
     @property
-    def out_format(self) -> IntFormat | None:
-        return None if self.requant is None else self.requant.out_format
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.in_features,)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.out_features,)
 
     @property
     def acc_range(self) -> tuple[int, int]:
@@ -162,12 +263,45 @@ class DenseLayer:
     def macs(self) -> int:
         return self.out_features * self.in_features
 
+    def describe(self) -> str:
+        rq = "raw accumulators" if self.requant is None else (
+            f"→ {self.requant.out_format}{' relu' if self.requant.relu else ''} "
+            f"({self.requant.rounding.value}, shift {sorted(set(self.requant.shift.ravel().tolist()))[:4]}"
+            f"{', multiplier' if self.requant.multiplier is not None else ''})")
+        return (f"{self.name:10s} {self.in_features:5d}→{self.out_features:<5d} W {str(self.weight_format):7s} "
+                f"A {str(self.in_format):7s} acc {self.acc_bits:2d} b  {rq}")
 
+    # ---- file I/O -------------------------------------------------------------------
+    def header_fields(self) -> dict:
+        return {
+            "name": self.name,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "weight_format": str(self.weight_format),
+            "in_format": str(self.in_format),
+            "acc_bits": self.acc_bits,
+            "requant": None if self.requant is None else self.requant.to_json(),
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights, "bias": self.bias}
+
+    @classmethod
+    def from_header(cls, fields: Mapping, arrays: Mapping[str, np.ndarray], *, version: int) -> "DenseLayer":
+        w, b = arrays["weights"], arrays["bias"]
+        if w.shape != (fields["out_features"], fields["in_features"]):
+            raise IRError(f"weights have shape {w.shape}, header says "
+                          f"({fields['out_features']}, {fields['in_features']})")
+        rq = None if fields["requant"] is None else RequantParams.from_json(fields["requant"])
+        return cls(w, fields["weight_format"], fields["in_format"], b, rq, fields["name"])
+
+
+# ---- the network ------------------------------------------------------------------------
 @dataclass(eq=False)
 class Network:
-    """A chain of dense layers; the last may emit raw accumulators (logits)."""
+    """A chain of IR layers; the last may emit raw accumulators (logits)."""
 
-    layers: list[DenseLayer]
+    layers: list[IRLayer]
     input: InputTransform = field(default_factory=InputTransform)
     name: str = "net"
     metadata: dict = field(default_factory=dict)
@@ -179,16 +313,18 @@ class Network:
         if not self.layers:
             raise IRError("a network needs at least one layer")
         for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
-            if a.requant is None:
+            if a.out_format is None:
                 raise IRError(f"layer {i} ({a.name}) has no requantization but is not the last layer")
-            if a.out_features != b.in_features:
+            if a.out_shape != b.in_shape:
+                if len(a.out_shape) == len(b.in_shape) == 1:
+                    raise IRError(
+                        f"layer {i} ({a.name}) has {a.out_shape[0]} outputs but layer {i + 1} "
+                        f"({b.name}) expects {b.in_shape[0]} inputs")
+                raise IRError(f"layer {i} ({a.name}) outputs shape {a.out_shape} but layer {i + 1} "
+                              f"({b.name}) takes shape {b.in_shape}")
+            if a.out_format != b.in_format:
                 raise IRError(
-                    f"layer {i} ({a.name}) has {a.out_features} outputs but layer {i + 1} "
-                    f"({b.name}) expects {b.in_features} inputs"
-                )
-            if a.requant.out_format != b.in_format:
-                raise IRError(
-                    f"layer {i} ({a.name}) outputs {a.requant.out_format} but layer {i + 1} "
+                    f"layer {i} ({a.name}) outputs {a.out_format} but layer {i + 1} "
                     f"({b.name}) takes {b.in_format}"
                 )
         first = self.layers[0].in_format
@@ -196,22 +332,24 @@ class Network:
             raise IRError(f"a threshold input transform needs a bipolar first layer, not {first}")
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.layers[0].in_shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.layers[-1].out_shape
+
+    @property
     def in_features(self) -> int:
-        return self.layers[0].in_features
+        return int(np.prod(self.in_shape))
 
     @property
     def out_features(self) -> int:
-        return self.layers[-1].out_features
+        return int(np.prod(self.out_shape))
 
     def describe(self) -> str:
         rows = [f"network {self.name!r}: {self.in_features} inputs, input transform {self.input.to_json()}"]
-        for i, l in enumerate(self.layers):
-            rq = "raw accumulators" if l.requant is None else (
-                f"→ {l.requant.out_format}{' relu' if l.requant.relu else ''} "
-                f"({l.requant.rounding.value}, shift {sorted(set(l.requant.shift.ravel().tolist()))[:4]}"
-                f"{', multiplier' if l.requant.multiplier is not None else ''})")
-            rows.append(f"  {i}: {l.name:10s} {l.in_features:5d}→{l.out_features:<5d} W {str(l.weight_format):7s} "
-                        f"A {str(l.in_format):7s} acc {l.acc_bits:2d} b  {rq}")
+        rows += [f"  {i}: {layer.describe()}" for i, layer in enumerate(self.layers)]
         return "\n".join(rows)
 
     # ---- file I/O -------------------------------------------------------------------
@@ -222,27 +360,16 @@ class Network:
             "name": self.name,
             "input": self.input.to_json(),
             "metadata": self.metadata,
-            "layers": [
-                {
-                    "name": l.name,
-                    "in_features": l.in_features,
-                    "out_features": l.out_features,
-                    "weight_format": str(l.weight_format),
-                    "in_format": str(l.in_format),
-                    "acc_bits": l.acc_bits,
-                    "requant": None if l.requant is None else l.requant.to_json(),
-                }
-                for l in self.layers
-            ],
+            "layers": [{"op": layer.op, **layer.header_fields()} for layer in self.layers],
         }
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ``.npz`` atomically (a failed write leaves no partial file)."""
         path = Path(path)
         arrays = {"header": np.frombuffer(json.dumps(self.to_header()).encode(), dtype=np.uint8)}
-        for i, l in enumerate(self.layers):
-            arrays[f"layer{i}_weights"] = l.weights
-            arrays[f"layer{i}_bias"] = l.bias
+        for i, layer in enumerate(self.layers):
+            for key, a in layer.arrays().items():
+                arrays[f"layer{i}_{key}"] = a
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         try:
@@ -266,18 +393,26 @@ class Network:
             raise IRError(f"{str(path)!r} is not a lowbit IR file ({e})") from None
         if header.get("format") != IR_FORMAT:
             raise IRError(f"{str(path)!r} is not a lowbit IR file (format {header.get('format')!r})")
-        if header.get("version") != IR_VERSION:
-            raise IRError(f"{str(path)!r} has IR version {header.get('version')}, this lowbit reads {IR_VERSION}")
+        version = header.get("version")
+        if version not in READ_VERSIONS:
+            raise IRError(f"{str(path)!r} has IR version {version!r}; this lowbit reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))}")
         layers = []
         for i, lh in enumerate(header["layers"]):
+            where = f"{str(path)!r}: layer {i} ({lh.get('name')})"
+            op = lh.get("op", "dense") if version == 1 else lh.get("op")
             try:
-                w, b = data[f"layer{i}_weights"], data[f"layer{i}_bias"]
+                kind = layer_kind(op)
+            except IRError as e:
+                raise IRError(f"{where}: {e}") from None
+            try:
+                arrays = {a: data[f"layer{i}_{a}"] for a in kind.ARRAYS}
             except KeyError as e:
                 raise IRError(f"{str(path)!r}: layer {i} lacks its array {e}") from None
-            if w.shape != (lh["out_features"], lh["in_features"]):
-                raise IRError(f"{str(path)!r}: layer {i} weights have shape {w.shape}, header says "
-                              f"({lh['out_features']}, {lh['in_features']})")
-            rq = None if lh["requant"] is None else RequantParams.from_json(lh["requant"])
-            layers.append(DenseLayer(w, lh["weight_format"], lh["in_format"], b, rq, lh["name"]))
+            fields = {k: v for k, v in lh.items() if k != "op"}
+            try:
+                layers.append(kind.from_header(fields, arrays, version=version))
+            except IRError as e:
+                raise IRError(f"{str(path)!r}: layer {i} {e}") from None
         return cls(layers, InputTransform.from_json(header.get("input", {})), header.get("name", "net"),
                    header.get("metadata", {}))

@@ -42,7 +42,8 @@ def test_save_load_round_trip(tmp_path):
 def test_header_is_documented_json(tmp_path):
     path = random_net().save(tmp_path / "net.npz")
     header = json.loads(bytes(np.load(path)["header"]).decode())
-    assert header["format"] == "lowbit-ir" and header["version"] == 1
+    assert header["format"] == "lowbit-ir" and header["version"] == 2
+    assert [layer["op"] for layer in header["layers"]] == ["dense", "dense"]
     assert header["layers"][0]["requant"]["rounding"] == "half_even"
     assert header["layers"][0]["acc_bits"] == random_net().layers[0].acc_bits
 
