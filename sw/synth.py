@@ -86,9 +86,11 @@ TARGETS = {
     "ecp5-25k": Target("ecp5-25k", "ecp5", {"lut": (24288, "LUT4"), "bram": (56, "DP16KD"),
                                             "dsp": (28, "MULT18X18D")}, io=197,
                        nextpnr=("--25k", "--package", "CABGA256")),
+    # The 85k die has no CABGA256 package (nextpnr: "Unsupported package"); CABGA381 is the
+    # package of the common 85k boards (ULX3S, ECP5 Versa), 205 user IO in Lattice's datasheet.
     "ecp5-85k": Target("ecp5-85k", "ecp5", {"lut": (83640, "LUT4"), "bram": (208, "DP16KD"),
-                                            "dsp": (156, "MULT18X18D")}, io=197,
-                       nextpnr=("--85k", "--package", "CABGA256")),
+                                            "dsp": (156, "MULT18X18D")}, io=205,
+                       nextpnr=("--85k", "--package", "CABGA381")),
     "xilinx-7": Target("xilinx-7", "xilinx", {"lut": (20800, "LUT6"), "ff": (41600, "FF"),
                                               "bram": (100, "RAMB18 (= 50 RAMB36)"), "dsp": (90, "DSP48E1")},
                        io=210, notes="xc7a35t-like; no open place-and-route, so no fmax"),

@@ -53,3 +53,15 @@ def test_ice40_place_and_route_of_a_wrapped_block(tmp_path):
     # two-stage MAC + requantizer declare (yosys may prune constant bits, never add)
     assert mac.pe * mac.acc_bits <= r["resources"]["ff"] <= block_ffs(mac, rq)
     assert r["resources"]["lut"] > 0 and r["times"]["nextpnr_s"] > 0
+
+
+@pytest.mark.parametrize("name", [n for n, t in TARGETS.items() if t.nextpnr is not None])
+def test_every_open_target_places_a_tiny_block(tmp_path, name):
+    # the device/package arguments of each target are only checked by nextpnr itself
+    # (ecp5-85k once asked for a package its die does not come in)
+    _tiny(tmp_path)
+    r = synth_target(tmp_path, name, freq_mhz=20, keep_dir=tmp_path / "work")
+    assert r["target"] == name and r["fits"]
+    log = (tmp_path / "work" / "nextpnr.log").read_text()
+    assert min(f for f, _, _ in parse_fmax(log).values()) == r["fmax_mhz"] > 0
+    assert r["pnr"]["freq_mhz"] == 20
