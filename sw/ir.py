@@ -53,7 +53,8 @@ from .formats import IntFormat, Kind, parse_format, signed_bits_for_range
 from .requant import RequantParams
 
 __all__ = ["IRLayer", "DenseLayer", "Network", "InputTransform", "IRError", "accumulator_range",
-           "register_layer", "layer_kind", "LAYER_KINDS", "IR_FORMAT", "IR_VERSION", "READ_VERSIONS"]
+           "register_layer", "layer_kind", "LAYER_KINDS", "IR_FORMAT", "IR_VERSION", "READ_VERSIONS",
+           "header_field", "int_field", "format_field", "array_field", "requant_field"]
 
 IR_FORMAT = "lowbit-ir"
 IR_VERSION = 2
@@ -80,6 +81,95 @@ def accumulator_range(weights, bias, in_format: IntFormat) -> tuple[int, int]:
     return int(min(lo.min(), (lo + b).min())), int(max(hi.max(), (hi + b).max()))
 
 
+# ---- header field checks (shared by every layer kind) --------------------------------
+_MISSING = object()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_keys(fields: Mapping, allowed: tuple, what: str) -> None:
+    unknown = [k for k in fields if k not in allowed]
+    if unknown:
+        raise IRError(f"{what} has an unknown field {unknown[0]!r}; allowed fields: {', '.join(allowed)}")
+
+
+def header_field(fields: Mapping, key: str, ok, allowed: str, *, default=_MISSING):
+    """``fields[key]`` if ``ok`` accepts it, else an :class:`IRError` saying what is allowed."""
+    if key not in fields:
+        if default is not _MISSING:
+            return default
+        raise IRError(f"{key} must be {allowed}, not missing")
+    value = fields[key]
+    if not ok(value):
+        raise IRError(f"{key} must be {allowed}, not {value!r}")
+    return value
+
+
+def int_field(fields: Mapping, key: str, lo: int = 1, **kw) -> int:
+    return header_field(fields, key, lambda v: _is_int(v) and v >= lo, f"an integer ≥ {lo}", **kw)
+
+
+def format_field(fields: Mapping, key: str, *, weights: bool = False) -> IntFormat:
+    """A format string; ``weights=False`` refuses pow2 (a weight-only format)."""
+    allowed = "a format string: sN (N=2..16), uN (N=1..16), bipolar, ternary" + (", pow2_N (N=2..8)" if weights else "")
+    text = header_field(fields, key, lambda v: isinstance(v, str), allowed)
+    try:
+        fmt = parse_format(text, name=key)
+    except ValueError:
+        raise IRError(f"{key} must be {allowed}, not {text!r}") from None
+    if fmt.kind is Kind.POW2 and not weights:
+        raise IRError(f"{key} must be {allowed} (pow2 is a weight format), not {text!r}")
+    return fmt
+
+
+def array_field(arrays: Mapping[str, np.ndarray], key: str, shape: tuple, names: str) -> np.ndarray:
+    """An integer array of ``shape`` (``names`` says which header fields give it)."""
+    a = arrays[key]
+    if a.dtype.kind not in "iu":
+        raise IRError(f"array {key} must hold integers (lowbit writes int64), not {a.dtype}")
+    if a.shape != shape:
+        raise IRError(f"array {key} must have shape {names} = {shape}, not {a.shape}")
+    return a
+
+
+def requant_field(fields: Mapping, channels: int, *, strict: bool) -> RequantParams | None:
+    """The ``requant`` entry: null (raw accumulators) or the parameters of :class:`RequantParams`.
+
+    ``shift`` and ``multiplier`` are one integer (per layer) or ``channels`` integers (per
+    output). ``strict`` (version 2) requires every key; version 1 took defaults.
+    """
+    keys = ("out_format", "rounding", "relu", "shift", "multiplier")
+    if "requant" not in fields:
+        raise IRError("requant must be null or an object {" + ", ".join(keys) + "}, not missing")
+    d = fields["requant"]
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise IRError("requant must be null or an object {" + ", ".join(keys) + f"}}, not {d!r}")
+    _check_keys(d, keys, "requant")
+    per = f"an integer or a list of {channels} integers (one per output)"
+    optional = {} if strict else {"rounding": "floor", "relu": False, "shift": 0, "multiplier": None}
+
+    def get(key, ok, allowed):
+        return header_field(d, key, ok, allowed, **({"default": optional[key]} if key in optional else {}))
+
+    def per_channel(v):
+        return _is_int(v) or (isinstance(v, list) and len(v) == channels and all(map(_is_int, v)))
+
+    try:
+        out_format = get("out_format", lambda v: isinstance(v, str), "a format string (sN, uN, bipolar, ternary)")
+        rounding = get("rounding", lambda v: isinstance(v, str), "one of floor, half_up, half_even")
+        relu = get("relu", lambda v: isinstance(v, bool), "true or false")
+        shift = get("shift", per_channel, per)
+        mult = get("multiplier", lambda v: v is None or per_channel(v), f"null or {per}")
+        return RequantParams(out_format, np.asarray(shift, np.int64),
+                             None if mult is None else np.asarray(mult, np.int64), rounding, relu)
+    except (ValueError, TypeError, OverflowError) as e:  # name the field inside requant
+        raise IRError(f"requant.{e}") from None
+
+
 @dataclass(frozen=True)
 class InputTransform:
     """How uint8 pixels become first-layer integers (done by the host, before the stream).
@@ -94,10 +184,23 @@ class InputTransform:
     shift_amount: int = 0
 
     KINDS = ("shift", "threshold", "offset")
+    #: allowed ``amount`` per kind (pixels are 0..255; a threshold of 256 makes every input -1)
+    AMOUNTS = {"shift": (0, 8), "threshold": (0, 256), "offset": (-(1 << 16), 1 << 16)}
+    SHIFT_AMOUNTS = (0, 8)  # offset only; the other kinds have 0
 
     def __post_init__(self):
         if self.kind not in self.KINDS:
             raise IRError(f"input transform kind must be one of {', '.join(self.KINDS)}, not {self.kind!r}")
+        lo, hi = self.AMOUNTS[self.kind]
+        if not _is_int(self.amount) or not lo <= self.amount <= hi:
+            raise IRError(f"input transform amount must be an integer in {lo}..{hi} for kind {self.kind!r}, "
+                          f"not {self.amount!r}")
+        lo, hi = self.SHIFT_AMOUNTS if self.kind == "offset" else (0, 0)
+        if not _is_int(self.shift_amount) or not lo <= self.shift_amount <= hi:
+            raise IRError(f"input transform shift_amount must be an integer in {lo}..{hi} for kind "
+                          f"{self.kind!r}, not {self.shift_amount!r}")
+        object.__setattr__(self, "amount", int(self.amount))
+        object.__setattr__(self, "shift_amount", int(self.shift_amount))
 
     def apply(self, pixels) -> np.ndarray:
         p = np.asarray(pixels).astype(np.int64)
@@ -111,8 +214,16 @@ class InputTransform:
         return {"kind": self.kind, "amount": int(self.amount), "shift_amount": int(self.shift_amount)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "InputTransform":
-        return cls(d.get("kind", "shift"), int(d.get("amount", 0)), int(d.get("shift_amount", 0)))
+    def from_json(cls, d: dict, *, strict: bool = False) -> "InputTransform":
+        """Read ``d``; ``strict`` (IR version 2) requires every key (version 1 had defaults)."""
+        if not isinstance(d, dict):
+            raise IRError(f"input must be an object {{kind, amount, shift_amount}}, not {d!r}")
+        _check_keys(d, ("kind", "amount", "shift_amount"), "input")
+        if strict:
+            for key in ("kind", "amount", "shift_amount"):
+                if key not in d:
+                    raise IRError(f"input.{key} must be given (kinds: {', '.join(cls.KINDS)}), not missing")
+        return cls(d.get("kind", "shift"), d.get("amount", 0), d.get("shift_amount", 0))
 
 
 # ---- layer kinds ------------------------------------------------------------------------
@@ -286,14 +397,27 @@ class DenseLayer(IRLayer):
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights, "bias": self.bias}
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("name", "in_features", "out_features", "weight_format", "in_format",
+                                          "acc_bits", "requant")
+
     @classmethod
     def from_header(cls, fields: Mapping, arrays: Mapping[str, np.ndarray], *, version: int) -> "DenseLayer":
-        w, b = arrays["weights"], arrays["bias"]
-        if w.shape != (fields["out_features"], fields["in_features"]):
-            raise IRError(f"weights have shape {w.shape}, header says "
-                          f"({fields['out_features']}, {fields['in_features']})")
-        rq = None if fields["requant"] is None else RequantParams.from_json(fields["requant"])
-        return cls(w, fields["weight_format"], fields["in_format"], b, rq, fields["name"])
+        _check_keys(fields, cls.FIELDS, "the layer")
+        name = header_field(fields, "name", lambda v: isinstance(v, str) and v != "", "a non-empty string")
+        n_in, n_out = int_field(fields, "in_features"), int_field(fields, "out_features")
+        wf = format_field(fields, "weight_format", weights=True)
+        af = format_field(fields, "in_format")
+        # version 1's documented header had no acc_bits (lowbit wrote it anyway)
+        acc_bits = int_field(fields, "acc_bits", **({} if version >= 2 else {"default": None}))
+        rq = requant_field(fields, n_out, strict=version >= 2)
+        w = array_field(arrays, "weights", (n_out, n_in), "(out_features, in_features)")
+        b = array_field(arrays, "bias", (n_out,), "(out_features,)")
+        layer = cls(w, wf, af, b, rq, name)
+        if acc_bits is not None and acc_bits < layer.acc_bits:
+            lo, hi = layer.acc_range
+            raise IRError(f"acc_bits must be at least {layer.acc_bits}, the worst-case bound of these weights "
+                          f"over the {af} input range (accumulators {lo}..{hi}), not {acc_bits}")
+        return layer
 
 
 # ---- the network ------------------------------------------------------------------------
@@ -381,38 +505,72 @@ class Network:
             raise
         return path
 
+    TOP_FIELDS: ClassVar[tuple[str, ...]] = ("format", "version", "name", "input", "metadata", "layers")
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
+        """Read and validate an IR file; a bad file raises :class:`IRError` naming the layer
+        (index and name), the field, its value and what is allowed."""
         path = Path(path)
+        where = repr(str(path))
         if not path.is_file():
-            raise IRError(f"IR file {str(path)!r} does not exist")
+            raise IRError(f"IR file {where} does not exist")
         try:
             data = np.load(path, allow_pickle=False)
             header = json.loads(bytes(data["header"]).decode())
         except Exception as e:  # noqa: BLE001 - any failure here means "not an IR file"
-            raise IRError(f"{str(path)!r} is not a lowbit IR file ({e})") from None
-        if header.get("format") != IR_FORMAT:
-            raise IRError(f"{str(path)!r} is not a lowbit IR file (format {header.get('format')!r})")
+            raise IRError(f"{where} is not a lowbit IR file ({e})") from None
+        if not isinstance(header, dict) or header.get("format") != IR_FORMAT:
+            got = header.get("format") if isinstance(header, dict) else header
+            raise IRError(f"{where} is not a lowbit IR file (format {got!r})")
         version = header.get("version")
-        if version not in READ_VERSIONS:
-            raise IRError(f"{str(path)!r} has IR version {version!r}; this lowbit reads versions "
-                          f"{', '.join(map(str, READ_VERSIONS))}")
+        if not _is_int(version) or version not in READ_VERSIONS:
+            raise IRError(f"{where}: version must be one of {', '.join(map(str, READ_VERSIONS))} "
+                          f"(the IR versions this lowbit reads), not {version!r}")
+        strict = version >= 2
+        try:
+            _check_keys(header, cls.TOP_FIELDS, "the header")
+            opt = {} if strict else {"default": None}
+            name = header_field(header, "name", lambda v: isinstance(v, str), "a string", **opt)
+            metadata = header_field(header, "metadata", lambda v: isinstance(v, dict), "an object", **opt)
+            transform = header.get("input", {}) if not strict else header_field(
+                header, "input", lambda v: True, "an object {kind, amount, shift_amount}")
+            transform = InputTransform.from_json(transform, strict=strict)
+            entries = header_field(header, "layers", lambda v: isinstance(v, list) and len(v) > 0
+                                   and all(isinstance(e, dict) for e in v), "a non-empty list of objects")
+        except IRError as e:
+            raise IRError(f"{where}: {e}") from None
+        owned = {"header"}
         layers = []
-        for i, lh in enumerate(header["layers"]):
-            where = f"{str(path)!r}: layer {i} ({lh.get('name')})"
-            op = lh.get("op", "dense") if version == 1 else lh.get("op")
+        for i, entry in enumerate(entries):
+            lname = entry.get("name")
+            lwhere = f"{where}: layer {i} ({lname if isinstance(lname, str) else 'unnamed'})"
             try:
+                if strict:
+                    op = header_field(entry, "op", lambda v: True, f"one of {', '.join(sorted(LAYER_KINDS))}")
+                elif "op" in entry:
+                    raise IRError(f"op must be absent in an IR version 1 file (every layer is dense), "
+                                  f"not {entry['op']!r}")
+                else:
+                    op = "dense"
                 kind = layer_kind(op)
-            except IRError as e:
-                raise IRError(f"{where}: {e}") from None
-            try:
-                arrays = {a: data[f"layer{i}_{a}"] for a in kind.ARRAYS}
-            except KeyError as e:
-                raise IRError(f"{str(path)!r}: layer {i} lacks its array {e}") from None
-            fields = {k: v for k, v in lh.items() if k != "op"}
-            try:
+                arrays = {}
+                for a in kind.ARRAYS:
+                    key = f"layer{i}_{a}"
+                    if key not in data.files:
+                        raise IRError(f"array {key} must be in the file (a {op} layer stores "
+                                      f"{', '.join(kind.ARRAYS)}), not missing")
+                    arrays[a] = data[key]
+                    owned.add(key)
+                fields = {k: v for k, v in entry.items() if k != "op"}
                 layers.append(kind.from_header(fields, arrays, version=version))
-            except IRError as e:
-                raise IRError(f"{str(path)!r}: layer {i} {e}") from None
-        return cls(layers, InputTransform.from_json(header.get("input", {})), header.get("name", "net"),
-                   header.get("metadata", {}))
+            except (ValueError, TypeError) as e:  # IRError, and the checks of formats and requant
+                raise IRError(f"{lwhere}: {e}") from None
+        stray = sorted(set(data.files) - owned)
+        if stray:
+            raise IRError(f"{where} holds arrays no layer owns: {', '.join(stray)} "
+                          f"(the header lists {len(entries)} layers)")
+        try:
+            return cls(layers, transform, "net" if name is None else name, {} if metadata is None else metadata)
+        except IRError as e:
+            raise IRError(f"{where}: {e}") from None
