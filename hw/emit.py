@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
+
+from lowbit.sw.util import write_files
 
 __all__ = ["layout_json", "port_map", "emit"]
 
@@ -49,21 +50,8 @@ def emit(component: wiring.Component, name: str, out_dir: str | os.PathLike, spe
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     text = verilog.convert(component, name=name, emit_src=False)
     meta = {"top": name, "spec": spec, **port_map(component)}
-    targets = [(out / f"{name}.v", text), (out / f"{name}.json", json.dumps(meta, indent=2) + "\n")]
-    tmps = []
-    try:
-        for path, content in targets:
-            fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-            tmps.append((tmp, path))
-        for tmp, path in tmps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in tmps:
-            Path(tmp).unlink(missing_ok=True)
-    return targets[0][0], targets[1][0]
+    # the folder may hold other blocks: only these two files are replaced
+    paths = write_files(out_dir, {f"{name}.v": text, f"{name}.json": json.dumps(meta, indent=2) + "\n"})
+    return paths[f"{name}.v"], paths[f"{name}.json"]

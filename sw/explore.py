@@ -41,12 +41,13 @@ import functools
 import hashlib
 import json
 import math
-import os
 import statistics
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .util import atomic_path, write_atomic, write_files
 
 __all__ = ["SweepConfig", "CONFIGS", "SweepResult", "run_sweep", "grid_points", "evaluate_point", "synth_point",
            "sim_point", "estimate_network", "pareto_front", "su_comparison", "parse_match", "write_outputs",
@@ -418,11 +419,8 @@ def _load_cached(cache: Path, task: dict) -> dict | None:
 
 
 def _store(cache: Path, result: dict) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    p = cache / f"{result['key']}.json"
-    tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    os.replace(tmp, p)  # atomic: an interrupted write never leaves a half file under the real name
+    # atomic: an interrupted write never leaves a half file under the real name
+    write_atomic(cache / f"{result['key']}.json", json.dumps(result, indent=1, default=str) + "\n")
 
 
 @dataclass
@@ -769,26 +767,32 @@ def _fmt(v, nd=1):
 
 
 def write_outputs(result: SweepResult, out_dir) -> dict:
-    """``results.csv``, ``results.json``, ``report.md`` and the PNG plots; returns their paths."""
+    """``results.csv``, ``results.json``, ``report.md`` and the PNG plots; returns their paths.
+
+    Each file is replaced atomically (the folder also holds the cache and the builds, so it
+    is not replaced as a whole); the plots are written first, the tables and report last.
+    """
     import csv
+    import io
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = result.rows
     paths = {"csv": out / "results.csv", "json": out / "results.json", "report": out / "report.md"}
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
     doc = {"config": result.config.to_json(), "dataset": result.dataset, "float_accuracy": result.float_accuracy,
            "match_threshold": result.threshold, "fmax": result.fmax, "stats": result.stats,
            "seconds": result.seconds, "rows": rows, "su_comparison": result.su, "failures": result.failures,
            "pareto": {"accuracy_vs_images_per_s": [rows[i]["name"] for i in
                                                    pareto_front(rows, {"images_per_s": "max", "accuracy": "max"})],
                       "accuracy_vs_lut": [rows[i]["name"] for i in pareto_front(rows, {"lut": "min", "accuracy": "max"})]}}
-    paths["json"].write_text(json.dumps(doc, indent=1, default=str) + "\n")
     paths.update(plot(result, out))
-    paths["report"].write_text(markdown_report(result, doc, paths))
+    write_files(out, {paths["csv"].name: table.getvalue(),
+                      paths["json"].name: json.dumps(doc, indent=1, default=str) + "\n",
+                      paths["report"].name: markdown_report(result, doc, paths)})
     return paths
 
 
@@ -899,7 +903,8 @@ def plot(result: SweepResult, out: Path) -> dict:
         ax.legend(fontsize=7, loc="lower right" if sense == "max" else "lower right", ncol=2)
         fig.tight_layout()
         p = out / PLOTS[name]
-        fig.savefig(p, dpi=110)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
         paths[f"plot_{name}"] = p
 
@@ -923,7 +928,8 @@ def plot(result: SweepResult, out: Path) -> dict:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     p = out / PLOTS["efficiency"]
-    fig.savefig(p, dpi=110)
+    with atomic_path(p) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     paths["plot_efficiency"] = p
     return paths

@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -41,6 +38,7 @@ from .ir import DenseLayer
 from .pack import (LANE_ORDER, ParamLayout, _words_list, check_fold, describe_encoding, param_banks,
                    weight_banks)
 from .specs import RequantSpec
+from .util import replace_folder, write_atomic
 
 __all__ = [
     "FORMATS", "DEFAULT_FORMATS", "MANIFEST_NAME", "MemImageError",
@@ -144,9 +142,7 @@ def dumps(words, width: int, fmt: str) -> bytes:
 def write_memory(path, words, width: int, fmt: str | None = None) -> Path:
     """Write one memory to ``path`` (format from ``fmt`` or the suffix); returns the path."""
     path = Path(path)
-    data = dumps(words, width, _format_of(path, fmt))
-    path.write_bytes(data)
-    return path
+    return write_atomic(path, dumps(words, width, _format_of(path, fmt)))
 
 
 # ---- readers -----------------------------------------------------------------------------
@@ -556,47 +552,18 @@ class ImageSet:
             text = json.dumps(manifest, indent=2) + "\n"
         except TypeError as e:
             raise ValueError(f"extra manifest keys must be JSON-serialisable ({e})") from None
-        if out_dir.exists():
-            _check_replaceable(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        old = None
-        try:
-            for fname, data in files.items():
-                (tmp / fname).write_bytes(data)
-            (tmp / MANIFEST_NAME).write_text(text, encoding="utf-8")
-            if out_dir.exists():
-                # Move the old set aside first so a failed rename can put it back.
-                old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-                old.rmdir()
-                os.rename(out_dir, old)
-            try:
-                os.rename(tmp, out_dir)
-            except BaseException:
-                if old is not None:
-                    os.rename(old, out_dir)
-                    old = None
-                raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(out_dir, {**files, MANIFEST_NAME: text}, is_previous=holds_manifest,
+                       what=f"a previous image set (a lowbit {MANIFEST_NAME})")
         return manifest
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    if not out_dir.is_dir():
-        raise ValueError(f"out_dir must be a directory, not the file {str(out_dir)!r}")
-    if not any(out_dir.iterdir()):
-        return
+def holds_manifest(folder: Path) -> bool:
+    """Whether ``folder`` holds a lowbit image-set manifest (a previous image set or build),
+    i.e. may be replaced by a new one."""
     try:
-        ok = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == MANIFEST_FORMAT
+        return json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == MANIFEST_FORMAT
     except (OSError, ValueError, AttributeError):
-        ok = False
-    if not ok:
-        raise ValueError(f"out_dir must be empty or hold a previous image set (a lowbit {MANIFEST_NAME}); "
-                         f"refusing to replace {str(out_dir)!r}")
+        return False
 
 
 def write_images(layers_banks: Iterable[LayerBanks], out_dir, formats: Sequence[str] = DEFAULT_FORMATS,

@@ -52,6 +52,7 @@ def run(args) -> int:
     from lowbit.sw.pack import weight_banks
     from lowbit.sw.quant import quantize
     from lowbit.sw.train import load_or_train
+    from lowbit.sw.util import write_files
 
     from .common import output_dir
 
@@ -103,7 +104,6 @@ def run(args) -> int:
               f"{row['sim_images_per_s']:.0f} images/s simulated ({row['sim_images_per_s'] / SIM_TARGET:.2f}x the "
               f"{SIM_TARGET} images/s target, {rep.model} model)", flush=True)
     results["networks"] = rows
-    (out / "bench.json").write_text(json.dumps(results, indent=1))
     lines = ["| network | model | images | mismatches | hw acc | golden acc | cycles/img | bound | ratio | latency | "
              "Verilator build s | sim images/s | projected images/s @%g MHz |" % args.clock_mhz,
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -112,7 +112,8 @@ def run(args) -> int:
                      f"{100 * (r['golden_accuracy'] or 0):.2f}% | {r['cycles_per_image']} | {r['bound']} | "
                      f"{r['ratio']:.3f} | {r['latency']} | {r['verilator_build_s']:.1f} | "
                      f"{r['sim_images_per_s']:.0f} | {r['projected_images_per_s']:,.0f} |")
-    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    # the folder also holds the builds: the two result files are replaced, nothing else
+    write_files(out, {"bench.json": json.dumps(results, indent=1), "bench.md": "\n".join(lines) + "\n"})
     print("\n".join(lines))
     ok = all(r["mismatches"] == 0 for r in rows)
     return 0 if ok else 1

@@ -42,6 +42,7 @@ def _bits_ok(method, b):
 
 def run(args) -> int:
     import csv
+    import io
     import time
     from pathlib import Path
 
@@ -50,6 +51,7 @@ def run(args) -> int:
     from lowbit.sw.golden import run_network
     from lowbit.sw.quant import METHODS, quantize
     from lowbit.sw.train import PRESETS, load_or_train
+    from lowbit.sw.util import write_files
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for p in presets:
@@ -138,16 +140,17 @@ def run(args) -> int:
                 f"(chose {ex.chosen}{ex_bits}); same format: {'yes' if same else 'no'}, "
                 f"same width: {'yes' if same_bits else 'no'}")
     fields = ["preset", "method", "config", "bits", "mode", "accuracy", "delta", "notes"]
-    with open(out / "accuracy.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
     lines = [f"# Test accuracy on {ds.name} ({len(ds.y_test)} images)", "",
              "Integer rows are the golden model's accuracy of the exported IR; `delta` is against float32 "
              "(points). Modes: ptq post-training, qat quantization-aware fine-tuning "
              f"({args.qat_epochs} epochs), wage trained from scratch, emu float emulation.", "",
              "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
     lines += ["| " + " | ".join(str(r[k]) for k in fields) + " |" for r in rows]
-    (out / "accuracy.md").write_text("\n".join(lines) + "\n")
+    # the folder may hold other reports: both files are replaced, nothing else is touched
+    write_files(out, {"accuracy.csv": table.getvalue(), "accuracy.md": "\n".join(lines) + "\n"})
     print(f"wrote {out / 'accuracy.md'} and {out / 'accuracy.csv'} in {time.time() - t0:.0f} s")
     return 0

@@ -78,6 +78,7 @@ def run(args) -> int:
 
     from lowbit.sw.cli import UserError
     from lowbit.sw.synth import synth_target
+    from lowbit.sw.util import write_atomic
 
     from .common import output_dir
 
@@ -90,7 +91,7 @@ def run(args) -> int:
     except RuntimeError as e:  # a tool failed: show its log tail without a traceback
         raise UserError(str(e)) from None
     path = out / f"synth_{args.target}.json"
-    path.write_text(json.dumps(r, indent=2) + "\n")
+    write_atomic(path, json.dumps(r, indent=2) + "\n")
     print(format_table(r))
     print(f"wrote {path}")
     if not r["fits"]:
