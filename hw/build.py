@@ -32,9 +32,9 @@ from amaranth.back import verilog
 from lowbit.sw.fold import FoldPlan
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import ImageSet
+from lowbit.sw.ops import initiation_interval, lower, mac_lanes
 
 from .emit import port_map
-from .mvu import layer_specs
 from .network import NetworkTop
 from .readmem import use_readmemh
 from .simmodel import MODEL_DIFFERENCES, check_lane_multipliers, multiplier_pairs
@@ -78,36 +78,26 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     if memories == "readmemh" and "hex" not in formats:
         raise ValueError(f"formats must include 'hex' when memories is 'readmemh', not {list(formats)!r}")
     out_dir = Path(out_dir)
-    top = NetworkTop(net, plan)
+    ops = lower(net, plan)
+    top = NetworkTop(ops)
     text = verilog.convert(top, name=TOP_NAME, emit_src=False)
 
     images = ImageSet()
-    for k, (layer, fold) in enumerate(zip(net.layers, plan.layers)):
-        _, _, params = layer_specs(layer, fold)
-        images.add_layer(k, layer, fold.pe, fold.simd, params)
+    for op in ops:
+        for mem in op.memories():
+            images.add(mem)
     readmem = []
     if memories == "readmemh":
         text, readmem = use_readmemh(text, images.memories)
     sim_text, sim_model = None, None
     if simulation_model:
-        checked = check_lane_multipliers(multiplier_pairs(net))
-        sim_text = verilog.convert(NetworkTop(net, plan, model="simulation"), name=TOP_NAME, emit_src=False)
+        checked = check_lane_multipliers(multiplier_pairs(ops))
+        sim_text = verilog.convert(NetworkTop(ops, model="simulation"), name=TOP_NAME, emit_src=False)
         if memories == "readmemh":
             sim_text, _ = use_readmemh(sim_text, images.memories)
         sim_model = {"file": f"{TOP_NAME}_sim.v", "sha256": _sha256(sim_text.encode()),
                      "differences": MODEL_DIFFERENCES, "lane_multiplier_check": checked}
 
-    layers = []
-    for k, (layer, fold, mvu) in enumerate(zip(net.layers, plan.layers, top.mvus)):
-        rq = mvu.requant_spec
-        layers.append({
-            "index": k, "name": layer.name, "rows": layer.out_features, "cols": layer.in_features,
-            "weight_format": str(layer.weight_format), "in_format": str(layer.in_format),
-            "out": "logits" if rq is None else str(rq.out_format),
-            "pe": fold.pe, "simd": fold.simd, "nf": fold.nf, "sf": fold.sf,
-            "acc_bits": mvu.mac_spec.acc_bits, "product": mvu.mac_spec.product,
-            "expected_cycles_per_image": fold.cycles,
-        })
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = net.save(Path(tmp) / "net.npz")
         ir_bytes = ir_path.read_bytes()
@@ -122,10 +112,12 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
                "input_transform": net.input.to_json()},
         "io": IO_PROTOCOL,
         **port_map(top),
-        "in_features": net.in_features, "classes": net.out_features, "logit_bits": top.logit_bits,
-        "folding": layers,
-        "expected_cycles_per_image": plan.initiation_interval,
-        "mac_lanes": plan.mac_lanes,
+        "in_features": net.in_features, "classes": top.classes, "logit_bits": top.logit_bits,
+        "input_stream": ops[0].in_stream.to_json(),
+        # one entry per op: its kind, fold, streams and expected cycles (FINN-style folding table)
+        "folding": [op.manifest_entry() for op in ops],
+        "expected_cycles_per_image": initiation_interval(ops),
+        "mac_lanes": mac_lanes(ops),
     }
     manifest, files = images.manifest(formats, extra)
     files[f"{TOP_NAME}.v"] = text.encode()
@@ -162,6 +154,9 @@ def load_build(out_dir: str | os.PathLike) -> tuple[dict, Network]:
     for key in ("top", "ir", "verilog"):
         if key not in manifest:
             raise ValueError(f"{str(out_dir / 'manifest.json')!r} lacks {key!r}: not a network build")
+    if "input_stream" not in manifest:
+        raise ValueError(f"{str(out_dir)!r} was built by an earlier lowbit (its manifest has no 'input_stream'): "
+                         f"rebuild it with 'lowbit build'")
     check_file(out_dir, manifest["ir"], "integer IR")
     for v in manifest["verilog"]:
         path = out_dir / v

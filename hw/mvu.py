@@ -12,9 +12,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.sw.fold import LayerFold
-from lowbit.sw.ir import DenseLayer
-from lowbit.sw.pack import ParamLayout, layer_specs, param_banks, weight_banks
+from lowbit.sw.ops import MatrixVectorOp
+from lowbit.sw.pack import layer_specs
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
 from .simmodel import check_model
@@ -36,8 +35,8 @@ class MatrixVectorUnit(wiring.Component):
 
     Parameters
     ----------
-    layer : DenseLayer
-    fold : LayerFold
+    op : MatrixVectorOp
+        Folded; its memories and block specs are used as they are (built once, in ``sw``).
     model : "synthesis" (default) or "simulation", handed to the MAC array and requantizer
 
     Members
@@ -46,18 +45,19 @@ class MatrixVectorUnit(wiring.Component):
     o : ``Out(stream.Signature(unsigned(pe·out_lane_bits)))``
     """
 
-    def __init__(self, layer: DenseLayer, fold: LayerFold, *, model: str = "synthesis"):
-        self._layer, self._fold, self._model = layer, fold, check_model(model)
-        self._mac, self._rq, self._params = layer_specs(layer, fold)
-        out_bits = self.out_lane_bits
+    def __init__(self, op: MatrixVectorOp, *, model: str = "synthesis"):
+        if not isinstance(op, MatrixVectorOp) or not op.folded:
+            raise TypeError(f"op must be a folded MatrixVectorOp, not {op!r}")
+        self._op, self._layer, self._fold, self._model = op, op.layer, op.fold, check_model(model)
+        self._mac, self._rq, self._params = op.specs
         super().__init__({
-            "i": In(stream.Signature(unsigned(fold.simd * layer.in_format.bits))),
-            "o": Out(stream.Signature(unsigned(fold.pe * out_bits))),
+            "i": In(stream.Signature(unsigned(op.in_stream.width))),
+            "o": Out(stream.Signature(unsigned(op.out_stream.width))),
         })
 
     @property
     def out_lane_bits(self) -> int:
-        return self._rq.out_format.bits if self._rq else self._mac.acc_bits
+        return self._op.out_lane_bits
 
     @property
     def mac_spec(self) -> MacArraySpec:
@@ -75,8 +75,7 @@ class MatrixVectorUnit(wiring.Component):
         m.submodules.mac = mac = MacArray(spec, model=self._model)
 
         # ---- memories, initialised with the packed images ----
-        wbanks = weight_banks(layer, fold.pe, fold.simd)
-        pbanks = param_banks(layer, fold.pe, self._params)
+        wbanks, pbanks = self._op.weight_words(), self._op.param_words()
         wports, pports = [], []
         for p in range(PE):
             wmem = Memory(shape=unsigned(fold.simd * layer.weight_format.bits), depth=NF * SF, init=wbanks[p])

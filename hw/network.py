@@ -1,4 +1,9 @@
-"""The network top: every layer's matrix-vector unit chained by streams, argmax at the end.
+"""The network top: every op's component chained by streams, argmax at the end.
+
+Generic over ops (:mod:`lowbit.sw.ops`): each op's component comes from
+:mod:`lowbit.hw.registry`; between neighbours a width converter re-cuts the lanes of one op's
+output stream to the next op's input lanes, and a FIFO holds a whole input vector of the next
+op; the last op's raw logits go through an :class:`ArgmaxCollector`.
 
 I/O protocol (also written into ``manifest.json`` by ``lowbit build``)
 -------------------------------------------------------------------
@@ -22,10 +27,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from lowbit.sw.fold import FoldPlan
 from lowbit.sw.ir import Network
+from lowbit.sw.ops import lower
 
-from .mvu import MatrixVectorUnit
+from .registry import component_for
 from .streams import WidthConverter
 
 __all__ = ["NetworkTop", "output_layout", "ArgmaxCollector"]
@@ -97,22 +102,31 @@ class NetworkTop(wiring.Component):
 
     Parameters
     ----------
-    net : Network
-    plan : FoldPlan
-        One (PE, SIMD) per layer, validated by :func:`lowbit.sw.fold.plan_folding`.
+    ops : sequence of folded ops (from :func:`lowbit.sw.ops.lower`), or a :class:`Network`
+        With a network, ``plan`` (a :class:`~lowbit.sw.fold.FoldPlan`) folds it.
+    plan : FoldPlan, only with a network
     model : "synthesis" (default) or "simulation" (see :data:`lowbit.hw.simmodel.MODELS`)
     """
 
-    def __init__(self, net: Network, plan: FoldPlan, *, model: str = "synthesis"):
-        if len(plan.layers) != len(net.layers):
-            raise ValueError(f"plan must fold every layer ({len(net.layers)}), not {len(plan.layers)}")
-        self._net, self._plan = net, plan
-        self._mvus = [MatrixVectorUnit(layer, fold, model=model) for layer, fold in zip(net.layers, plan.layers)]
-        first = plan.layers[0]
-        self.logit_bits = self._mvus[-1].out_lane_bits
+    def __init__(self, ops, plan=None, *, model: str = "synthesis"):
+        if isinstance(ops, Network):
+            if plan is None:
+                raise ValueError("plan must be a FoldPlan when NetworkTop is given a network, not None")
+            ops = lower(ops, plan)
+        elif plan is not None:
+            raise ValueError(f"plan must be None when NetworkTop is given ops (they are folded), not {plan!r}")
+        self._ops = tuple(ops)
+        if not self._ops:
+            raise ValueError("ops must hold at least one op, not 0")
+        last = self._ops[-1].out_stream
+        if last.format is not None:
+            raise ValueError(f"the last op ({self._ops[-1].name!r}) must emit raw logits, not {last.format} codes")
+        self._units = [component_for(op, model=model) for op in self._ops]
+        self.logit_bits = last.lane_bits
+        self.classes = last.elements
         super().__init__({
-            "i": In(stream.Signature(unsigned(first.simd * net.layers[0].in_format.bits))),
-            "o": Out(stream.Signature(output_layout(net.out_features, self.logit_bits))),
+            "i": In(stream.Signature(unsigned(self._ops[0].in_stream.width))),
+            "o": Out(stream.Signature(output_layout(self.classes, self.logit_bits))),
             "stat_cycles": Out(STAT_BITS),
             "stat_images": Out(STAT_BITS),
             "stat_in_stalls": Out(STAT_BITS),
@@ -120,31 +134,36 @@ class NetworkTop(wiring.Component):
         })
 
     @property
-    def mvus(self) -> list[MatrixVectorUnit]:
-        return self._mvus
+    def ops(self) -> tuple:
+        return self._ops
+
+    @property
+    def units(self) -> list:
+        """The ops' components, in order."""
+        return self._units
+
+    mvus = units  # the name from when every unit was a matrix-vector unit
 
     def elaborate(self, platform):
         m = Module()
-        net, plan = self._net, self._plan
-        for k, mvu in enumerate(self._mvus):
-            m.submodules[f"layer{k}"] = mvu
-        wiring.connect(m, wiring.flipped(self.i), self._mvus[0].i)
-        for k in range(len(self._mvus) - 1):
-            a, b = self._mvus[k], self._mvus[k + 1]
-            fa, fb = plan.layers[k], plan.layers[k + 1]
-            lane_bits = net.layers[k].requant.out_format.bits
-            conv = WidthConverter(fa.pe, fb.simd, lane_bits)
-            # A whole input vector of the next layer fits, so a layer never waits on a
+        for k, unit in enumerate(self._units):
+            m.submodules[f"layer{k}"] = unit
+        wiring.connect(m, wiring.flipped(self.i), self._units[0].i)
+        for k in range(len(self._units) - 1):
+            a, b = self._units[k], self._units[k + 1]
+            sa, sb = self._ops[k].out_stream, self._ops[k + 1].in_stream
+            conv = WidthConverter(sa.lanes, sb.lanes, sa.lane_bits)
+            # A whole input vector of the next op fits, so an op never waits on a
             # neighbour that is busy replaying its previous vector.
-            fifo = SyncFIFOBuffered(width=fb.simd * lane_bits, depth=fb.sf + 2)
+            fifo = SyncFIFOBuffered(width=sb.width, depth=sb.beats_per_vector + 2)
             m.submodules[f"recut{k}"] = conv
             m.submodules[f"fifo{k}"] = fifo
             wiring.connect(m, a.o, conv.i)
             wiring.connect(m, conv.o, fifo.w_stream)
             wiring.connect(m, fifo.r_stream, b.i)
-        last = plan.layers[-1]
-        m.submodules.argmax = argmax = ArgmaxCollector(net.out_features, last.pe, self.logit_bits)
-        wiring.connect(m, self._mvus[-1].o, argmax.i)
+        last = self._ops[-1].out_stream
+        m.submodules.argmax = argmax = ArgmaxCollector(self.classes, last.lanes, self.logit_bits)
+        wiring.connect(m, self._units[-1].o, argmax.i)
         wiring.connect(m, argmax.o, wiring.flipped(self.o))
 
         m.d.sync += self.stat_cycles.eq(self.stat_cycles + 1)

@@ -68,11 +68,14 @@ MODEL_DIFFERENCES = [
 ]
 
 
-def multiplier_pairs(net: "Network") -> list[tuple[IntFormat, IntFormat]]:
-    """The distinct (weight, activation) formats of the layers with a general multiplier."""
+def multiplier_pairs(net) -> list[tuple[IntFormat, IntFormat]]:
+    """The distinct (weight, activation) formats of the MAC arrays with a general multiplier,
+    over the ops of ``net`` (a Network, or its ops from :func:`lowbit.sw.ops.lower`)."""
+    from lowbit.sw.ops import lower
+
+    ops = lower(net) if hasattr(net, "layers") else net
     pairs = []
-    for layer in net.layers:
-        pair = (layer.weight_format, layer.in_format)
+    for pair in (p for op in ops for p in op.mac_format_pairs()):
         if product_kind(*pair) == "multiply" and pair not in pairs:
             pairs.append(pair)
     return pairs

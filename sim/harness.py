@@ -114,8 +114,7 @@ endmodule
 def write_harness(path: Path, manifest: dict, max_images: int) -> Path:
     """Write the harness for the build described by ``manifest``, sized for ``max_images``."""
     ports = manifest["ports"]
-    fold0 = manifest["folding"][0]
-    beats = fold0["sf"]
+    beats = manifest["input_stream"]["beats_per_image"]
     text = _TEMPLATE.format(top=manifest["top"], harness=HARNESS_TOP, in_w=ports["i__payload"]["width"],
                             out_w=ports["o__payload"]["width"], max_beats=max(1, max_images * beats),
                             max_images=max(1, max_images), beats_per_image=beats)

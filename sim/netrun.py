@@ -14,7 +14,7 @@ from lowbit.hw.simmodel import check_model
 from lowbit.sw.golden import run_network
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import dumps
-from lowbit.sw.pack import pack_words
+from lowbit.sw.ops import StreamShape
 
 from .harness import HARNESS_TOP, write_harness
 from .runner import RunResult, run_testbench, verilate_library
@@ -111,9 +111,7 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
     x = net.input.apply(pixels)
     golden = run_network(net, x)
 
-    fold0 = manifest["folding"][0]
-    fmt = net.layers[0].in_format
-    beats = pack_words(fmt.encode(x).reshape(-1, fold0["simd"]), fmt.bits)
+    beats = StreamShape.from_json(manifest["input_stream"]).encode(x)  # the first op's input stream
     in_w, out_w = manifest["ports"]["i__payload"]["width"], manifest["ports"]["o__payload"]["width"]
     files = {k: sim_dir / f"{k}.hex" for k in ("inputs", "outputs", "cycles")}
     files["inputs"].write_bytes(dumps(beats, in_w, "hex"))

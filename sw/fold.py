@@ -1,6 +1,7 @@
 """Folding of a network onto hardware (FINN's MVAU folding) and its analytical cycle model.
 
-A dense layer of R outputs and C inputs with ``PE`` parallel outputs and ``SIMD`` parallel
+Each IR layer's op (:mod:`lowbit.sw.ops`) lists its fold options and the cycles of each; this
+module chooses or validates one fold per layer. A dense layer of R outputs and C inputs with ``PE`` parallel outputs and ``SIMD`` parallel
 inputs takes ``NF·SF`` cycles per vector, ``NF = R/PE`` and ``SF = C/SIMD``. Layers run as
 a pipeline, so the steady-state initiation interval (cycles per image) is the maximum over
 layers, and the input stream of layer ``l+1`` is the output of layer ``l`` re-cut from PE_l
@@ -12,47 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ir import Network
-from .pack import check_fold
+from .ops import foldable_ops, lower
+from .ops.matvec import LayerFold
 
 __all__ = ["LayerFold", "FoldPlan", "plan_folding", "auto_fold", "parse_fold"]
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-@dataclass(frozen=True)
-class LayerFold:
-    pe: int
-    simd: int
-    rows: int
-    cols: int
-
-    @property
-    def nf(self) -> int:
-        return self.rows // self.pe
-
-    @property
-    def sf(self) -> int:
-        return self.cols // self.simd
-
-    @property
-    def cycles(self) -> int:
-        """Cycles per vector: NF·SF beats through the MAC array."""
-        return self.nf * self.sf
-
-    @property
-    def lanes(self) -> int:
-        return self.pe * self.simd
-
-
 @dataclass(frozen=True)
 class FoldPlan:
-    layers: tuple[LayerFold, ...]
+    """One fold per IR layer (each layer's foldable op: a :class:`LayerFold` for a dense layer)."""
+
+    layers: tuple
 
     @property
     def initiation_interval(self) -> int:
-        """The analytical bound: max over layers of NF·SF cycles per image."""
+        """The analytical bound: max over layers of their cycles per image (NF·SF for a dense layer)."""
         return max(f.cycles for f in self.layers)
 
     @property
@@ -64,23 +39,21 @@ class FoldPlan:
                 for f in self.layers]
 
     def __str__(self) -> str:
-        return ",".join(f"{f.pe}x{f.simd}" for f in self.layers)
+        return ",".join(str(f) for f in self.layers)
 
 
-def plan_folding(net: Network, folds: list[tuple[int, int]]) -> FoldPlan:
-    """Validate explicit ``(pe, simd)`` per layer; errors name the layer, the value and the divisors."""
-    if len(folds) != len(net.layers):
-        raise ValueError(f"fold must give one PExSIMD per layer ({len(net.layers)} layers), not {len(folds)}")
-    plan = []
-    for layer, (pe, simd) in zip(net.layers, folds):
-        check_fold(layer.out_features, layer.in_features, pe, simd, name=layer.name)
-        plan.append(LayerFold(pe, simd, layer.out_features, layer.in_features))
-    for i, (a, b) in enumerate(zip(plan, plan[1:])):
-        if a.pe % b.simd and b.simd % a.pe:
-            raise ValueError(
-                f"layer {i} PE ({a.pe}) and layer {i + 1} SIMD ({b.simd}) must divide one another "
-                f"(the stream between them is re-cut from {a.pe} to {b.simd} lanes)")
-    return FoldPlan(tuple(plan))
+def plan_folding(net: Network, folds: list) -> FoldPlan:
+    """Validate explicit ``(pe, simd)`` per layer; errors name the layer, the value and the divisors.
+
+    Each layer's op checks its own fold; the streams between neighbours are then checked
+    by :func:`lowbit.sw.ops.check_neighbours`.
+    """
+    ops = foldable_ops(lower(net))
+    if len(folds) != len(ops):
+        raise ValueError(f"fold must give one PExSIMD per layer ({len(ops)} layers), not {len(folds)}")
+    plan = FoldPlan(tuple(op.check_fold(f) for op, f in zip(ops, folds)))
+    lower(net, plan)  # checks every stream between neighbours
+    return plan
 
 
 def parse_fold(text: str, n_layers: int) -> list[tuple[int, int]]:
@@ -98,19 +71,19 @@ def parse_fold(text: str, n_layers: int) -> list[tuple[int, int]]:
 
 
 def auto_fold(net: Network, *, max_lanes: int | None = None, target_cycles: int | None = None) -> FoldPlan:
-    """Choose (PE, SIMD) per layer for a total MAC-lane budget or a cycles-per-image target.
+    """Choose a fold per layer for a total MAC-lane budget or a cycles-per-image target.
 
     Balanced for the initiation interval (as FINN's folding): find the smallest II for which
-    every layer can meet it with valid divisors, counting lanes; each layer takes the fewest
-    lanes meeting the II. With ``max_lanes`` the smallest II whose total fits is chosen.
+    every layer can meet it with one of its op's fold options, counting lanes; each layer
+    takes the fewest lanes meeting the II (then the widest input). With ``max_lanes`` the
+    smallest II whose total fits is chosen.
     """
     if (max_lanes is None) == (target_cycles is None):
         raise ValueError("auto_fold needs exactly one of max_lanes or target_cycles")
-    options = []
-    for layer in net.layers:
-        opts = sorted({(pe * simd, (layer.out_features // pe) * (layer.in_features // simd), pe, simd)
-                       for pe in _divisors(layer.out_features) for simd in _divisors(layer.in_features)})
-        options.append(opts)
+    ops = foldable_ops(lower(net))
+    # (lanes, cycles, fold) per op, as sorted candidates
+    options = [sorted(((f.lanes, f.cycles, f) for f in op.fold_options()),
+                      key=lambda o: (o[0], o[1], o[2].pe, o[2].simd)) for op in ops]
 
     def fit(ii: int):
         chosen = []
@@ -118,37 +91,32 @@ def auto_fold(net: Network, *, max_lanes: int | None = None, target_cycles: int 
             ok = [o for o in opts if o[1] <= ii]
             if not ok:
                 return None
-            chosen.append(min(ok, key=lambda o: (o[0], o[1], -o[3])))  # fewest lanes, then wider SIMD
+            chosen.append(min(ok, key=lambda o: (o[0], o[1], -o[2].simd))[2])  # fewest lanes, then wider SIMD
         return chosen
 
-    def compatible(chosen) -> list[tuple[int, int]]:
-        folds = [(c[2], c[3]) for c in chosen]
+    def compatible(chosen: list) -> list:
+        folds = list(chosen)
         for i in range(len(folds) - 1):
-            pe, nxt_simd = folds[i][0], folds[i + 1][1]
-            if pe % nxt_simd and nxt_simd % pe:
-                # shrink this layer's PE to a divisor/multiple of the next SIMD, keeping its II
-                layer = net.layers[i]
-                cands = [p for p in _divisors(layer.out_features) if p % nxt_simd == 0 or nxt_simd % p == 0]
-                pe = min(cands, key=lambda p: abs(p - pe))
-                simd = folds[i][1]
-                folds[i] = (pe, simd)
+            out, nxt = folds[i].pe, folds[i + 1].simd
+            if out % nxt and nxt % out:
+                # re-cut this op's output to a divisor/multiple of the next input, same input width
+                cands = [f for f in ops[i].fold_options()
+                         if f.simd == folds[i].simd and (f.pe % nxt == 0 or nxt % f.pe == 0)]
+                folds[i] = min(cands, key=lambda f: abs(f.pe - out))
         return folds
 
     candidates = sorted({o[1] for opts in options for o in opts})
     if target_cycles is not None:
         candidates = [c for c in candidates if c <= target_cycles] or candidates[:1]
         candidates = sorted(candidates, reverse=True)
-    best = None
     for ii in candidates:
         chosen = fit(ii)
         if chosen is None:
             continue
-        plan = plan_folding(net, compatible(chosen))
-        if max_lanes is not None:
-            if plan.mac_lanes <= max_lanes:
-                return plan
+        plan = FoldPlan(tuple(compatible(chosen)))
+        if max_lanes is not None and plan.mac_lanes > max_lanes:
             continue
-        return plan
-    if best is None and max_lanes is not None:
+        return plan_folding(net, list(plan.layers))  # the chosen plan, checked as an explicit one would be
+    if max_lanes is not None:
         raise ValueError(f"max_lanes must be at least {len(net.layers)} (one lane per layer), not {max_lanes}")
     raise ValueError(f"no folding reaches target_cycles={target_cycles}")

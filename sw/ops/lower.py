@@ -1,0 +1,94 @@
+"""From the integer IR to hardware ops, and the whole-network loops over ops.
+
+:func:`lower` maps each IR layer to its ops through :data:`LOWERINGS` (IR layer class →
+function), so a new layer kind adds one entry there; a Dense layer becomes one
+:class:`~lowbit.sw.ops.matvec.MatrixVectorOp`. Everything that concerns a whole network —
+the golden run, the initiation interval, the MAC lanes, the cost, the stream checks between
+neighbours — is a loop over ops here, never a loop over dense layers elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..ir import DenseLayer, Network
+from .base import HardwareOp, OpResult
+from .matvec import MatrixVectorOp
+
+__all__ = ["LOWERINGS", "lower", "run_ops", "initiation_interval", "mac_lanes", "network_cost",
+           "check_neighbours", "foldable_ops"]
+
+#: IR layer class → ``f(layer, index, fold) -> tuple of ops``; ``fold`` is the layer's entry
+#: of a :class:`~lowbit.sw.fold.FoldPlan` or ``None`` (unfolded ops).
+LOWERINGS: dict[type, Callable[..., tuple[HardwareOp, ...]]] = {
+    DenseLayer: lambda layer, index, fold: (
+        MatrixVectorOp(layer, index) if fold is None else MatrixVectorOp(layer, index).with_fold(fold),),
+}
+
+
+def lower(net: Network, plan=None) -> tuple[HardwareOp, ...]:
+    """The network's ops, folded by ``plan`` (one fold per IR layer), or unfolded without it."""
+    if plan is not None and len(plan.layers) != len(net.layers):
+        raise ValueError(f"plan must fold every layer ({len(net.layers)}), not {len(plan.layers)}")
+    ops = []
+    for k, layer in enumerate(net.layers):
+        lowering = LOWERINGS.get(type(layer))
+        if lowering is None:
+            kinds = ", ".join(c.__name__ for c in LOWERINGS)
+            raise TypeError(f"layer {k} ({getattr(layer, 'name', '?')}) must be one of {kinds} to be lowered to "
+                            f"hardware, not {type(layer).__name__}")
+        ops.extend(lowering(layer, k, None if plan is None else plan.layers[k]))
+    ops = tuple(ops)
+    if plan is not None:
+        check_neighbours(ops)
+    return ops
+
+
+def foldable_ops(ops) -> list[HardwareOp]:
+    """The ops that take a fold of their own (one per IR layer: a plan's entries, in order)."""
+    return [op for op in ops if op.fold_options()]
+
+
+def check_neighbours(ops) -> None:
+    """Each stream between two ops must carry the same values, re-cut from one lane count
+    to another that divides or is divided by it (the width converter's rule)."""
+    for k, (a, b) in enumerate(zip(ops, ops[1:])):
+        sa, sb = a.out_stream, b.in_stream
+        if sa.lanes % sb.lanes and sb.lanes % sa.lanes:
+            raise ValueError(
+                f"layer {a.index} PE ({sa.lanes}) and layer {b.index} SIMD ({sb.lanes}) must divide one another "
+                f"(the stream between them is re-cut from {sa.lanes} to {sb.lanes} lanes)")
+        if sa.elements != sb.elements:
+            raise ValueError(f"op {a.name!r} emits {sa.elements} values per image but op {b.name!r} takes "
+                             f"{sb.elements}")
+        if sa.format != sb.format:
+            raise ValueError(f"op {a.name!r} emits {sa.format} lanes but op {b.name!r} takes {sb.format}")
+
+
+def run_ops(ops, x) -> list[OpResult]:
+    """The golden model as a loop over ops: ``x`` is ``[batch, ...]`` first-layer input values."""
+    results = []
+    for op in ops:
+        r = op.golden(x)
+        results.append(r)
+        x = r.out
+    return results
+
+
+def initiation_interval(ops) -> int:
+    """Cycles per image of the pipeline: its slowest op."""
+    return max(op.cycles() for op in ops)
+
+
+def mac_lanes(ops) -> int:
+    return sum(op.lanes() for op in ops)
+
+
+def network_cost(ops, family: str, mem_family: str | None = None) -> dict:
+    """The cost model of a folded network: the sum of its ops' estimates."""
+    total = {"lut": 0, "ff": 0, "bram": 0, "dsp": 0, "lutram_luts": 0}
+    for op in ops:
+        c = op.cost(family, mem_family)
+        for k in total:
+            total[k] += c.get(k, 0)
+    return total

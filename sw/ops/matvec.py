@@ -1,0 +1,209 @@
+"""The matrix-vector op: a dense layer folded onto a PE×SIMD MAC array (FINN's MVAU).
+
+A layer of R outputs (rows) and C inputs (columns) folded at ``PE | R`` rows and
+``SIMD | C`` columns per cycle has ``NF = R/PE`` row folds and ``SF = C/SIMD`` column folds:
+it takes ``NF·SF`` cycles per vector, streaming the vector's SF beats once and replaying
+them from its input buffer for each later row fold. Its input stream is SIMD lanes of the
+layer's input format, SF beats per vector; its output stream is PE lanes, NF beats per
+vector, of the output format's codes (a hidden layer) or of raw ``acc + bias`` accumulators
+(the last layer's logits). Weights sit in PE banks (address ``nf·SF + sf``), per-channel
+bias/multiplier/shift in PE parameter banks (address ``nf``), exactly as :mod:`lowbit.sw.pack`
+packs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..ir import DenseLayer
+from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, layer_specs, param_banks, weight_banks
+from .base import FoldError, HardwareOp, OpResult, StreamShape
+
+__all__ = ["MatrixVectorOp", "LayerFold"]
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    """A matrix-vector fold: ``pe`` parallel rows and ``simd`` parallel columns of a
+    ``rows × cols`` layer; ``NF·SF`` cycles per vector."""
+
+    pe: int
+    simd: int
+    rows: int
+    cols: int
+
+    @property
+    def nf(self) -> int:
+        return self.rows // self.pe
+
+    @property
+    def sf(self) -> int:
+        return self.cols // self.simd
+
+    @property
+    def cycles(self) -> int:
+        """Cycles per vector: NF·SF beats through the MAC array."""
+        return self.nf * self.sf
+
+    @property
+    def lanes(self) -> int:
+        return self.pe * self.simd
+
+    def __str__(self) -> str:
+        return f"{self.pe}x{self.simd}"
+
+
+@dataclass(frozen=True, eq=False)
+class MatrixVectorOp(HardwareOp):
+    """A :class:`~lowbit.sw.ir.DenseLayer` as hardware (see the module docstring).
+
+    Parameters
+    ----------
+    layer : DenseLayer
+    index : int
+        Position of the layer in its network (names its memories ``layer{index}_*``).
+    fold : LayerFold or None
+        ``None`` for an unfolded op (golden model, fold options only).
+    """
+
+    layer: DenseLayer
+    index: int = 0
+    fold: LayerFold | None = None
+
+    kind = "matrix_vector"
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    # ---- golden ---------------------------------------------------------------------------
+    def golden(self, x) -> OpResult:
+        from ..golden import dense_accumulate
+        from ..requant import requantize
+
+        acc = dense_accumulate(x, self.layer)
+        return OpResult(acc if self.layer.requant is None else requantize(acc, self.layer.requant), acc)
+
+    # ---- folding --------------------------------------------------------------------------
+    def check_fold(self, fold) -> LayerFold:
+        if isinstance(fold, LayerFold):
+            pe, simd = fold.pe, fold.simd
+        else:
+            try:
+                pe, simd = fold
+            except (TypeError, ValueError):
+                raise FoldError(f"fold of layer {self.name!r} must be (pe, simd), not {fold!r}") from None
+        check_fold(self.layer.out_features, self.layer.in_features, pe, simd, name=self.name)
+        return LayerFold(int(pe), int(simd), self.layer.out_features, self.layer.in_features)
+
+    def fold_options(self) -> list[LayerFold]:
+        rows, cols = self.layer.out_features, self.layer.in_features
+        return [LayerFold(pe, simd, rows, cols) for pe in _divisors(rows) for simd in _divisors(cols)]
+
+    def mac_format_pairs(self) -> tuple:
+        return ((self.layer.weight_format, self.layer.in_format),)
+
+    # ---- the blocks it is made of ------------------------------------------------------------
+    @cached_property
+    def specs(self):
+        """``(MacArraySpec, RequantSpec | None, ParamLayout)`` of this fold (see :func:`lowbit.sw.pack.layer_specs`)."""
+        return layer_specs(self.layer, self._need_fold("block specs"))
+
+    @property
+    def out_lane_bits(self) -> int:
+        mac, rq, _ = self.specs
+        return rq.out_format.bits if rq is not None else mac.acc_bits
+
+    # ---- streams --------------------------------------------------------------------------
+    @property
+    def in_stream(self) -> StreamShape:
+        f = self._need_fold("input stream")
+        fmt = self.layer.in_format
+        return StreamShape(f.simd, fmt.bits, f.sf, 1, fmt)
+
+    @property
+    def out_stream(self) -> StreamShape:
+        f = self._need_fold("output stream")
+        rq = self.layer.requant
+        return StreamShape(f.pe, self.out_lane_bits, f.nf, 1, None if rq is None else rq.out_format)
+
+    # ---- memories -------------------------------------------------------------------------
+    def memories(self) -> tuple:
+        return self._memories
+
+    @cached_property
+    def _memories(self) -> tuple:
+        from ..memimage import Memory
+
+        f, l = self._need_fold("memories"), self.layer
+        params = self.specs[2]
+        fold = {"rows": f.rows, "cols": f.cols, "pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf}
+        b = l.weight_format.bits
+        out = []
+        for p, words in enumerate(weight_banks(l, f.pe, f.simd)):
+            info = {
+                "lanes": f.simd, "lane_bits": b, "lane_order": LANE_ORDER,
+                "value_format": str(l.weight_format), "encoding": describe_encoding(l.weight_format),
+                "addressing": f"address nf*SF + sf (SF={f.sf}) holds W[nf*PE + {p}, sf*SIMD + k] in lane k "
+                              f"(PE={f.pe}, SIMD={f.simd})",
+                "fold": fold,
+            }
+            out.append(Memory(self.index, l.name, "weights", p, f.simd * b, words, info))
+        for p, words in enumerate(param_banks(l, f.pe, params)):
+            info = {
+                "lanes": None, "lane_bits": None, "lane_order": "fields LSB first, in the order listed",
+                "fields": params.fields(),
+                "addressing": f"address nf holds output channel nf*PE + {p} (PE={f.pe})",
+                "requant": None if l.requant is None else l.requant.to_json(),
+                "fold": fold,
+            }
+            out.append(Memory(self.index, l.name, "params", p, params.width, words, info))
+        return tuple(out)
+
+    def weight_words(self) -> list[list[int]]:
+        """The weight banks' words (bank ``p`` first), as the memories hold them."""
+        return [list(m.words) for m in self._memories if m.kind == "weights"]
+
+    def param_words(self) -> list[list[int]]:
+        return [list(m.words) for m in self._memories if m.kind == "params"]
+
+    @property
+    def param_layout(self) -> ParamLayout:
+        return self.specs[2]
+
+    # ---- cost -----------------------------------------------------------------------------
+    def cost(self, family: str, mem_family: str | None = None) -> dict:
+        """MAC array + requantizer (block model) and the weight and parameter memories.
+
+        ``family`` picks the LUT coefficients, ``mem_family`` (default ``family``) the block-RAM
+        and LUTRAM shapes: ECP5 borrows iCE40's LUT4 coefficients but has its own RAMs.
+        """
+        from ..cost import estimate_block, weight_memory
+
+        f = self._need_fold("cost")
+        mac, rq, params = self.specs
+        blk = estimate_block(mac, rq, family)
+        wmem = weight_memory(f.nf * f.sf, mac.weight_word_bits, mem_family or family)
+        pmem = weight_memory(f.nf, f.pe * params.width, mem_family or family)
+        lutram = wmem["lutram_luts"] + pmem["lutram_luts"]
+        return {"lut": blk["lut"] + lutram, "ff": blk["ff"], "bram": wmem["bram"] + pmem["bram"], "dsp": 0,
+                "lutram_luts": lutram}
+
+    # ---- manifest -------------------------------------------------------------------------
+    def manifest_entry(self) -> dict:
+        f, l = self._need_fold("manifest entry"), self.layer
+        mac, rq, _ = self.specs
+        return {
+            "index": self.index, "name": l.name, "op": self.kind, "rows": l.out_features, "cols": l.in_features,
+            "weight_format": str(l.weight_format), "in_format": str(l.in_format),
+            "out": "logits" if rq is None else str(rq.out_format),
+            "pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf,
+            "acc_bits": mac.acc_bits, "product": mac.product,
+            "expected_cycles_per_image": f.cycles,
+            "in_stream": self.in_stream.to_json(), "out_stream": self.out_stream.to_json(),
+        }
