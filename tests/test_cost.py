@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from lowbit.hw.calibrate import measured_block
 from lowbit.sw.cost import (COEFFICIENTS_PATH, FEATURES, block_specs, estimate_block, estimate_layer, features,
-                            load_coefficients, measured_block, weight_memory)
+                            load_coefficients, weight_memory)
 
 
 def test_features_count_the_circuit():
