@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,8 +30,9 @@ from amaranth.back import verilog
 
 from lowbit.sw.fold import FoldPlan
 from lowbit.sw.ir import Network
-from lowbit.sw.memimage import ImageSet
+from lowbit.sw.memimage import ImageSet, holds_manifest
 from lowbit.sw.ops import initiation_interval, lower, mac_lanes
+from lowbit.sw.util import check_replaceable, replace_folder
 
 from .emit import port_map
 from .network import NetworkTop
@@ -77,7 +77,8 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         raise ValueError(f"memories must be one of {', '.join(MEMORY_STYLES)}, not {memories!r}")
     if memories == "readmemh" and "hex" not in formats:
         raise ValueError(f"formats must include 'hex' when memories is 'readmemh', not {list(formats)!r}")
-    out_dir = Path(out_dir)
+    out_dir = check_replaceable(out_dir, is_previous=holds_manifest, what="a previous lowbit build",
+                                param="output folder")  # before minutes of generation, not after
     ops = lower(net, plan)
     top = NetworkTop(ops)
     text = verilog.convert(top, name=TOP_NAME, emit_src=False)
@@ -126,20 +127,8 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     files["net.npz"] = ir_bytes
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
 
-    # Stage everything next to the target, then swap it in: never a half-written folder.
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-        raise ValueError(f"output folder must be empty or hold a previous lowbit build, not {str(out_dir)!r}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        for name, data in files.items():
-            (stage / name).write_bytes(data)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    # the complete folder is staged beside the target and swapped in: never half a build
+    replace_folder(out_dir, files, is_previous=holds_manifest, what="a previous lowbit build", param="output folder")
     return manifest
 
 

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["write_atomic", "atomic_path", "write_files", "replace_folder"]
+__all__ = ["write_atomic", "atomic_path", "write_files", "replace_folder", "check_replaceable"]
 
 
 def _as_bytes(data: bytes | str) -> bytes:
@@ -130,15 +130,7 @@ def replace_folder(target: str | os.PathLike, contents: Mapping[str, bytes | str
     the second rename fails. Either way, a failure at any point leaves the complete
     previous folder or the complete new one, and no staging folder.
     """
-    target = Path(target)
-    if target.is_symlink():
-        # swapping would replace the link, not the folder it points to
-        raise ValueError(f"{param} must be a directory, not the symbolic link {str(target)!r}")
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"{param} must be a directory, not the file {str(target)!r}")
-        if any(target.iterdir()) and not is_previous(target):
-            raise ValueError(f"{param} must be empty or hold {what}; refusing to replace {str(target)!r}")
+    target = check_replaceable(target, is_previous=is_previous, what=what, param=param)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = _sibling(target, "tmp")
     stage.mkdir()
@@ -156,6 +148,25 @@ def replace_folder(target: str | os.PathLike, contents: Mapping[str, bytes | str
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def check_replaceable(target: str | os.PathLike, *, is_previous: Callable[[Path], bool], what: str,
+                      param: str = "out_dir") -> Path:
+    """Refuse a ``target`` that :func:`replace_folder` would refuse (see there), before any work.
+
+    Writers whose output takes long to make call it first, so a wrong ``--output`` fails at
+    once rather than after the work.
+    """
+    target = Path(target)
+    if target.is_symlink():
+        # swapping would replace the link, not the folder it points to
+        raise ValueError(f"{param} must be a directory, not the symbolic link {str(target)!r}")
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f"{param} must be a directory, not the file {str(target)!r}")
+        if any(target.iterdir()) and not is_previous(target):
+            raise ValueError(f"{param} must be empty or hold {what}; refusing to replace {str(target)!r}")
     return target
 
 

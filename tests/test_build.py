@@ -124,3 +124,41 @@ def test_readmemh_refuses_a_memory_that_matches_no_image(tmp_path):
     with pytest.raises(ValueError, match=r"formats must include 'hex' when memories is 'readmemh'"):
         build_network(net, plan, tmp_path / "x", memories="readmemh", formats=("coe",))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_that_is_not_a_build_is_refused_before_any_work(tmp_path, monkeypatch):
+    import lowbit.hw.build as hb
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    net = random_network([12, 8, 4], "s4", "u4", seed=2)
+    plan = plan_folding(net, [(4, 3), (2, 4)])
+    monkeypatch.setattr(hb, "NetworkTop", lambda *a, **k: pytest.fail("generation started"))
+    with pytest.raises(ValueError, match=r"output folder must be empty or hold a previous lowbit build; refusing"):
+        build_network(net, plan, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_a_failed_rebuild_keeps_the_previous_build(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    net = random_network([12, 8, 4], "s4", "u4", seed=2)
+    plan = plan_folding(net, [(4, 3), (2, 4)])
+    build_network(net, plan, tmp_path / "net", simulation_model=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "net").iterdir()}
+
+    real, calls = Path.write_bytes, []
+
+    def full_disk(self, data):  # the fifth file of the new build cannot be written
+        calls.append(self)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        return real(self, data)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        build_network(random_network([12, 8, 4], "s4", "u4", seed=3), plan, tmp_path / "net",
+                      simulation_model=False)
+    monkeypatch.undo()
+    assert len(calls) == 5
+    assert {p.name: p.read_bytes() for p in (tmp_path / "net").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]  # no staging folder left
