@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..ir import DenseLayer
-from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, layer_specs, param_banks, weight_banks
+from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, param_banks, weight_banks
+from ..specs import MacArraySpec, RequantSpec
 from .base import FoldError, HardwareOp, OpResult, StreamShape
 
 __all__ = ["MatrixVectorOp", "LayerFold"]
@@ -110,9 +111,20 @@ class MatrixVectorOp(HardwareOp):
 
     # ---- the blocks it is made of ------------------------------------------------------------
     @cached_property
-    def specs(self):
-        """``(MacArraySpec, RequantSpec | None, ParamLayout)`` of this fold (see :func:`lowbit.sw.pack.layer_specs`)."""
-        return layer_specs(self.layer, self._need_fold("block specs"))
+    def specs(self) -> tuple[MacArraySpec, RequantSpec | None, ParamLayout]:
+        """The blocks of this fold: the MAC array (accumulator width from the layer's actual
+        weights), the requantizer (``None`` for raw logits) and the parameter word layout."""
+        fold, layer = self._need_fold("block specs"), self.layer
+        mac = MacArraySpec(pe=fold.pe, simd=fold.simd, weight_format=layer.weight_format,
+                           act_format=layer.in_format, beats=fold.sf, known_range=layer.acc_range)
+        params = ParamLayout.for_layer(layer)
+        rq = None
+        if layer.requant is not None:
+            rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
+                             bias_bits=params.bias_bits, mult_bits=params.mult_bits,
+                             shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
+                             relu=layer.requant.relu)
+        return mac, rq, params
 
     @property
     def out_lane_bits(self) -> int:
