@@ -30,12 +30,40 @@ def test_quantize_then_eval(ckpt, tmp_path, capsys):
     (["quantize", "--method", "ternary", "--cluster", "0"], "cluster for method 'ternary' must be a positive integer"),
     (["quantize", "--method", "wage", "--wage-bits", "2-8"], "WAGE bits must be 'W-A-G-E'"),
     (["train", "--preset", "huge"], "--preset must be one of tfc, sfc, lfc, not 'huge'"),
+    (["train", "--lr", "0"], "--lr must be a positive number, not 0.0"),
     (["report", "accuracy", "--presets", "xfc"], "--presets entries must be among tfc, sfc, lfc, not 'xfc'"),
 ])
 def test_bad_input(ckpt, argv, message, capsys):
     extra = ["--checkpoint", str(ckpt)] if argv[0] == "quantize" and argv[2] != "wage" else []
     assert main(argv + ["--dataset", "digits"] + extra) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-w", "0"], "weight_bits for method 'pow2' must be an integer in 2..16, not 0"),
+    (["--method", "dfp", "-a", "17"], "act_bits for method 'dfp' must be an integer in 1..16, not 17"),
+    (["--method", "scaled", "--granularity", "row"], "granularity for method 'scaled' must be one of channel, layer"),
+    (["--method", "ternary", "--cluster", "x"], "cluster for method 'ternary' must be a positive integer"),
+    (["--method", "binary", "--multiplier-bits", "1"], "multiplier_bits for method 'binary' must be an integer in "
+                                                        "2..16, not 1"),
+    (["--method", "wage", "--wage-bits", "9-8-8-8"], "WAGE bits must be 'W-A-G-E'"),
+    (["--method", "wage", "--wage-epochs", "-1"], "--wage-epochs must be a non-negative integer, not -1"),
+    (["--preset", "xfc"], "--preset must be one of tfc, sfc, lfc, not 'xfc'"),
+    (["--qat", "--qat-epochs", "-2"], "--qat-epochs must be a non-negative integer, not -2"),
+])
+def test_quantize_checks_options_before_loading_data_or_training(argv, message, tmp_path, monkeypatch, capsys):
+    """`lowbit quantize -w 0` used to train the float model for 10 epochs before refusing."""
+    import lowbit.sw.datasets as datasets
+
+    def no_data(*args, **kw):
+        raise AssertionError("the dataset was loaded before the options were checked")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_data)
+    monkeypatch.setattr(datasets, "default_dataset", no_data)
+    monkeypatch.chdir(tmp_path)  # the checkpoint cache is build/models under the working folder
+    assert main(["quantize", "--dataset", "digits"] + argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "build").exists()
 
 
 def test_checkpoint_of_another_architecture(ckpt, capsys, tmp_path):

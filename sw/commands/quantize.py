@@ -38,24 +38,44 @@ def method_options(args) -> dict:
             "binary": {"multiplier_bits": args.multiplier_bits}}.get(args.method, {})
 
 
+def check_arguments(args) -> None:
+    """Every argument check that needs no model and no data: run before any loading or training."""
+    from lowbit.sw.quant import ALL_METHODS, METHODS, check_options
+    from lowbit.sw.train import PRESETS
+
+    if args.method not in ALL_METHODS:
+        raise ValueError(f"--method must be one of {', '.join(ALL_METHODS)}, not {args.method!r}")
+    if args.calib < 1:
+        raise ValueError(f"--calib must be at least 1, not {args.calib!r}")
+    if args.method in METHODS:
+        check_options(args.method, args.weight_bits, args.act_bits, **method_options(args))
+    if args.method == "wage":
+        from lowbit.sw.quant.wage import parse_wage_bits
+
+        parse_wage_bits(args.wage_bits)
+    if (args.method == "wage" or not args.checkpoint) and args.preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, not {args.preset!r}")
+    for flag, value, used in (("--epochs", args.epochs, not args.checkpoint and args.method != "wage"),
+                              ("--qat-epochs", args.qat_epochs, args.qat),
+                              ("--wage-epochs", args.wage_epochs, args.method == "wage")):
+        if used and value < 0:
+            raise ValueError(f"{flag} must be a non-negative integer, not {value!r}")
+
+
 def run(args) -> int:
     from pathlib import Path
 
     import numpy as np
 
     from lowbit.sw.golden import run_network
-    from lowbit.sw.quant import ALL_METHODS, quantize
+    from lowbit.sw.quant import quantize
     from lowbit.sw.train import load_checkpoint, load_or_train
 
-    if args.method not in ALL_METHODS:
-        raise ValueError(f"--method must be one of {', '.join(ALL_METHODS)}, not {args.method!r}")
-    if args.calib < 1:
-        raise ValueError(f"--calib must be at least 1, not {args.calib!r}")
+    check_arguments(args)
     ds = resolve_dataset(args)
     if args.method == "wage":
-        from lowbit.sw.quant.wage import export_wage, parse_wage_bits, train_wage
+        from lowbit.sw.quant.wage import export_wage, train_wage
 
-        parse_wage_bits(args.wage_bits)
         model = train_wage(ds.x_train, ds.y_train, preset=args.preset, bits=args.wage_bits, epochs=args.wage_epochs,
                            seed=args.seed)
         net = export_wage(model)

@@ -43,6 +43,8 @@ def run(args) -> int:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, not {args.preset!r}")
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, not {args.epochs!r}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be a positive number, not {args.lr!r}")
     ds = resolve_dataset(args)
     print(ds.describe())
     model, info = train_mlp(args.preset, ds, args.epochs, args.seed, lr=args.lr)

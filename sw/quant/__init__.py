@@ -1,4 +1,4 @@
-"""Quantizers: float32 torch MLPs → integer IR networks.
+"""Quantizers: float32 FloatGraphs (:mod:`lowbit.sw.frontends.graph`) → integer IR networks.
 
 Public API
 ----------
@@ -9,6 +9,9 @@ train_data=None, qat_epochs=3, seed=0, **opts) -> Network``
     pixels (a few thousand training images is plenty). The returned
     :class:`~lowbit.sw.ir.Network`'s golden-model accuracy is the method's accuracy.
 ``make_plan(model, method, weight_bits, act_bits, calib_data, **opts) -> QuantPlan``
+``check_options(method, weight_bits=None, act_bits=None, **opts)``
+    The option checks of :func:`quantize` alone (no model, no data): commands call it before
+    any training or data loading. Raises :class:`QuantError` with the same messages.
 ``METHODS``           name → module for the IR-producing post-training methods
 ``wage``              :func:`lowbit.sw.quant.wage.train_wage` trains a WAGE network, then
                       :func:`~lowbit.sw.quant.wage.export_wage` gives its IR
@@ -34,7 +37,7 @@ from __future__ import annotations
 from . import binary, dfp, pow2, scaled, ternary
 from .core import QuantError, QuantPlan, export_network
 
-__all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "QuantError", "DEFAULT_BITS"]
+__all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "check_options", "QuantError", "DEFAULT_BITS"]
 
 METHODS = {"pow2": pow2, "scaled": scaled, "dfp": dfp, "ternary": ternary, "binary": binary}
 ALL_METHODS = (*METHODS, "wage", "minifloat")
@@ -52,13 +55,22 @@ def _module(method: str):
     return METHODS[method]
 
 
+def _bits(method: str, weight_bits, act_bits) -> tuple:
+    dw, da = DEFAULT_BITS[method]
+    return dw if weight_bits is None else weight_bits, da if act_bits is None else act_bits
+
+
+def check_options(method: str, weight_bits=None, act_bits=None, **opts) -> None:
+    """Refuse bad quantizer options before any model exists (see the module docstring)."""
+    mod = _module(method)
+    mod.check(*_bits(method, weight_bits, act_bits), **opts)
+
+
 def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=None, **opts) -> QuantPlan:
     mod = _module(method)
     if calib_data is None:
         raise QuantError("calib_data must be uint8 pixels of a few hundred or more images, not None")
-    dw, da = DEFAULT_BITS[method]
-    return mod.plan(model, dw if weight_bits is None else weight_bits, da if act_bits is None else act_bits,
-                    calib_data, **opts)
+    return mod.plan(model, *_bits(method, weight_bits, act_bits), calib_data, **opts)
 
 
 def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, qat: bool = False,

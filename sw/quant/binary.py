@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import IntFormat
-from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, mse_scale)
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, mse_scale,
+                   quant_stages)
 from .scaled import real_act_scale
 
 NAME = "binary"
@@ -33,19 +34,25 @@ def bipolar_act(a: np.ndarray) -> ActSpec:
     return ActSpec("bipolar", 1, c / 2, c / 2)
 
 
-def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, multiplier_bits: int = 16) -> QuantPlan:
+def check(weight_bits=1, act_bits=1, *, multiplier_bits: int = 16) -> tuple[int, int]:
+    """The option check of :func:`plan` (no model needed): ``(act_bits, multiplier_bits)``."""
     if weight_bits is not None:
         check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (binary weights take 1 bit)")
-    ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
-    mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
-    params = model.layer_params()
+    return check_bits(NAME, "act_bits", act_bits, *ACT_BITS), check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
+
+
+def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, multiplier_bits: int = 16) -> QuantPlan:
+    ab, mb = check(weight_bits, act_bits, multiplier_bits=multiplier_bits)
+    stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab, bipolar=ab == 1)
-    wqs, acts = [], []
-    for i, (w, _) in enumerate(params):
-        last = i == len(params) - 1
-        wqs.append(binarize(w, not last))
+    wqs, acts = {}, {}
+    for st in stages:
+        w, _ = st.float_params()
+        last = st.act is None
+        wqs[st.name] = binarize(w, not last)
         if not last:
-            acts.append(bipolar_act(acts_f[i]) if ab == 1 else ActSpec("uint", ab, real_act_scale(acts_f[i], ab)))
+            a = acts_f[st.act]
+            acts[st.act] = bipolar_act(a) if ab == 1 else ActSpec("uint", ab, real_act_scale(a, ab))
     return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,
                      {"method": NAME, "weight_bits": 1, "act_bits": ab})

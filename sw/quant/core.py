@@ -1,15 +1,19 @@
 """Shared machinery of the quantizers: plans, fake quantization and export to the IR.
 
-A quantizer turns a float MLP into a :class:`QuantPlan`: for every layer a frozen weight
-quantizer (integer grid, format and real scale per layer or per output channel) and for
-every layer boundary an activation spec (format and real scale). The plan then
+A quantizer turns a float :class:`~lowbit.sw.frontends.graph.FloatGraph` into a
+:class:`QuantPlan`, keyed by layer name: for every layer with weights (``fc0`` …) a frozen
+weight quantizer (integer grid, format and real scale per layer or per output channel) and
+for every activation layer (``relu0`` …, the boundary between two IR layers) an activation
+spec (format and real scale). An importer can hand in a plan of its own. The plan then
 
-* runs a **fake-quantized** torch forward pass (:func:`fake_forward`) whose values are
-  the integers of the hardware times their scales, with straight-through gradients, so
-  the same plan serves post-training quantization and quantization-aware training;
-* **exports** the integer IR (:func:`export_network`): integer weights, biases in the
-  accumulator scale, and requantization by shift only (all scales powers of two) or by
-  an integer multiplier of ``multiplier_bits`` bits plus a shift.
+* runs a **fake-quantized** torch forward pass (:func:`fake_forward`, the graph's own loop
+  with hooks) whose values are the integers of the hardware times their scales, with
+  straight-through gradients, so the same plan serves post-training quantization and
+  quantization-aware training;
+* **exports** the integer IR (:func:`export_network`, one IR layer per
+  :meth:`~lowbit.sw.frontends.graph.FloatGraph.stages` entry, named after its weighted layer):
+  integer weights, biases in the accumulator scale, and requantization by shift only (all
+  scales powers of two) or by an integer multiplier of ``multiplier_bits`` bits plus a shift.
 
 Real-valued conventions: the model input is ``pixels / 256``. An activation integer
 ``q`` stands for ``scale * q + offset``: unsigned formats have offset 0 (ReLU, clip at
@@ -22,18 +26,20 @@ argmax over the float logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..formats import IntFormat, Kind
+from ..formats import IntFormat
+from ..frontends.graph import ByName, FloatGraph, GraphError, Stage
 from ..ir import DenseLayer, InputTransform, Network
 from ..requant import MAX_SHIFT, RequantParams
 
 __all__ = ["ActSpec", "WeightQuant", "QuantPlan", "fake_forward", "export_network", "input_spec",
-           "calibration_activations", "multiplier_shift", "mse_scale", "pow2_mse_scale", "ste_round",
-           "check_bits", "QuantError"]
+           "calibration_activations", "quant_stages", "multiplier_shift", "mse_scale", "pow2_mse_scale",
+           "ste_round", "check_bits", "QuantError"]
 
 
 class QuantError(ValueError):
@@ -95,7 +101,7 @@ def input_spec(act_bits: int, bipolar: bool = False) -> tuple[ActSpec, InputTran
 
 
 # ---- weights ---------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True, eq=False)
 class WeightQuant:
     """A frozen weight quantizer: ``W ≈ scale[:, None] * q`` with ``q`` on an integer grid.
 
@@ -157,34 +163,91 @@ def pow2_mse_scale(x, qmin: int, qmax: int, min_scale: float = 0.0) -> float:
     return mse_scale(x, qmin, qmax, cands)
 
 
+# ---- the graph's stages, as the integer IR sees them ------------------------------------
+def quant_stages(graph) -> tuple[Stage, ...]:
+    """The graph's stages, checked for what the integer IR realises: every stage but the last
+    ends in an activation (the requantizer's ReLU), the last emits raw logits."""
+    if not isinstance(graph, FloatGraph):
+        raise QuantError(f"the model must be a FloatGraph, not {type(graph).__name__}")
+    try:
+        stages = graph.stages()
+    except GraphError as e:
+        raise QuantError(f"this graph has no integer IR yet: {e}") from None
+    for st in stages[:-1]:
+        if st.act is None:
+            raise QuantError(f"layer {st.name!r} needs an activation (ReLU) before the next layer with weights: "
+                             "the integer IR requantizes through one")
+    if stages[-1].act is not None:
+        raise QuantError(f"the last layer {stages[-1].name!r} must emit raw logits, not pass activation "
+                         f"{stages[-1].act!r}")
+    return stages
+
+
 # ---- the plan --------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class QuantPlan:
-    """Everything needed to fake-quantize or export a float MLP.
+    """Everything needed to fake-quantize or export a float graph.
 
     Attributes
     ----------
-    weights : list of WeightQuant, one per layer
-    acts : list of ActSpec, one per hidden layer output
+    weights : mapping weighted layer name → WeightQuant (``fc0`` …), in graph order
+    acts : mapping activation layer name → ActSpec (``relu0`` …): the integers after it
     input : ActSpec
     transform : InputTransform
     requant : ``"shift"`` or ``"multiplier"``
     multiplier_bits : int
     metadata : dict
         Method, options and reports (e.g. multiplier error), copied into the IR.
+
+    Both mappings also take a position (``plan.acts[-1]`` is the last boundary's spec).
     """
 
-    weights: list
-    acts: list
+    weights: Mapping
+    acts: Mapping
     input: ActSpec
     transform: InputTransform
     requant: str = "multiplier"
     multiplier_bits: int = 16
     metadata: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        for fname in ("weights", "acts"):
+            v = getattr(self, fname)
+            if not isinstance(v, Mapping):
+                raise QuantError(f"QuantPlan {fname} must be a mapping layer name → quantizer, not "
+                                 f"{type(v).__name__}")
+            object.__setattr__(self, fname, ByName(v))
+
+    def check(self, stages) -> None:
+        """Refuse a plan whose names are not the graph's weighted and activation layers."""
+        for fname, want in (("weights", [st.name for st in stages]), ("acts", [st.act for st in stages if st.act])):
+            have = list(getattr(self, fname))
+            if have != want:
+                raise QuantError(f"plan {fname} must be keyed by the graph's layers {want} (in order), not {have}")
+
+    def boundaries(self, stages) -> dict[str, tuple[ActSpec, ActSpec | None]]:
+        """Weighted layer name → (spec of its input, spec of its output or None for logits)."""
+        self.check(stages)
+        out, a_in = {}, self.input
+        for st in stages:
+            a_out = self.acts[st.act] if st.act else None
+            out[st.name] = (a_in, a_out)
+            a_in = a_out
+        return out
+
 
 def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tensor | None = None) -> torch.Tensor:
-    """Fake-quantized logits. ``pixels`` (uint8 values) give the exact integer input."""
+    """Fake-quantized logits. ``pixels`` (uint8 values) give the exact integer input.
+
+    Runs the graph's loop with the plan's quantizers: each weighted layer computes with
+    its fake-quantized weights and no bias, its output boundary adds the bias as the
+    integer network sees it (:func:`_fake_bias`), and each activation layer becomes its
+    quantizing ReLU (:meth:`ActSpec.fake`).
+    """
+    stages = quant_stages(model)
+    if any(st.divisors for st in stages):
+        raise QuantError("fake_forward does not take constant Scale layers (fold them into the weights first)")
+    bounds = plan.boundaries(stages)
     if pixels is None:
         pixels = torch.round(x * 256.0)
     t = plan.transform
@@ -195,19 +258,22 @@ def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tenso
     else:
         xi = torch.floor(pixels / float(1 << t.shift_amount)) - t.amount
     h = plan.input.scale * xi + plan.input.offset
-    a_in = plan.input
-    n = len(model.linears)
-    for i, lin in enumerate(model.linears):
-        wq = plan.weights[i].fake(lin.weight)
-        h = torch.nn.functional.linear(h, wq) + _fake_bias(lin.bias, wq, a_in, plan.weights[i],
-                                                           plan.acts[i] if i < n - 1 else None)
-        if i < n - 1:
-            h = plan.acts[i].fake(h)
-            a_in = plan.acts[i]
-    return h
+    wqs = {}
+
+    def params(name, layer):
+        wqs[name] = wq = plan.weights[name].fake(layer.weight)
+        return wq, None
+
+    def out(name, layer, y):
+        if name not in wqs:
+            return y
+        b = layer.bias if layer.bias is not None else torch.zeros(y.shape[-1], dtype=y.dtype)
+        return y + _fake_bias(b, wqs.pop(name), *bounds[name], plan.weights[name])
+
+    return model.run(h, params=params, act=lambda name, layer, z: plan.acts[name].fake(z), out=out)
 
 
-def _fake_bias(b: torch.Tensor, wq: torch.Tensor, a_in: ActSpec, wquant: WeightQuant, a_out) -> torch.Tensor:
+def _fake_bias(b: torch.Tensor, wq: torch.Tensor, a_in: ActSpec, a_out, wquant: WeightQuant) -> torch.Tensor:
     """The bias as the integer network sees it: rounded in the accumulator scale (STE).
 
     Mirrors :func:`export_network`: ``z = s_acc·(acc + bias_int) (+ threshold)``.
@@ -245,27 +311,27 @@ def multiplier_shift(r: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
-    """The integer IR of ``model`` under ``plan`` (see the module docstring)."""
+    """The integer IR of ``model`` under ``plan``: one IR layer per stage (see the module docstring)."""
+    stages = quant_stages(model)
+    bounds = plan.boundaries(stages)
     layers = []
-    a_in = plan.input
     mult_err = 0.0
-    params = model.layer_params()
-    n = len(params)
-    for i, (w, b) in enumerate(params):
-        wq = plan.weights[i]
+    for st in stages:
+        w, b = st.float_params()
+        a_in, a_out = bounds[st.name]
+        wq = plan.weights[st.name]
         q = wq.integers(torch.as_tensor(w)).numpy().astype(np.int64)
         sw = np.broadcast_to(np.asarray(wq.scale, np.float64), (w.shape[0],))
         s_acc = a_in.scale * sw
         # an activation offset (bipolar {0, c}) is a constant input: fold W·offset into the bias
         b_eff = b + a_in.offset * (q * sw[:, None]).sum(1)
-        lname = f"fc{i}"
-        if i == n - 1:
+        lname = st.name
+        if a_out is None:
             if not np.allclose(sw, sw[0]):
                 raise QuantError("the last layer needs one weight scale for all outputs (argmax of raw logits)")
             bias = np.floor(b_eff / s_acc + 0.5).astype(np.int64)
             layers.append(DenseLayer(q, wq.fmt, a_in.fmt, bias, None, lname))
-            break
-        a_out = plan.acts[i]
+            continue
         if a_out.kind == "bipolar":
             # +1 iff s_acc·(acc + b_eff/s_acc) ≥ threshold c/2 ⇔ acc + floor((b_eff − c/2)/s_acc) ≥ 0
             bias = np.floor((b_eff - a_out.offset) / s_acc).astype(np.int64)
@@ -291,7 +357,6 @@ def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
                 mult_err = max(mult_err, err)
                 rq = RequantParams(a_out.fmt, s, m, "half_up", True)
         layers.append(DenseLayer(q, wq.fmt, a_in.fmt, bias, rq, lname))
-        a_in = a_out
     meta = dict(plan.metadata)
     if plan.requant == "multiplier":
         meta["multiplier_bits"] = plan.multiplier_bits
@@ -300,9 +365,12 @@ def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
 
 
 @torch.no_grad()
-def calibration_activations(model, pixels) -> list[np.ndarray]:
-    """Float post-ReLU activations of each hidden layer on calibration pixels."""
+def calibration_activations(model, pixels) -> ByName:
+    """Float activations (float64) after each activation layer on calibration pixels: ``relu0 -> array``."""
     from ..train import to_input
 
+    stages = quant_stages(model)
     model.eval()
-    return [a.numpy().astype(np.float64) for a in model.hidden_activations(to_input(pixels))[:-1]]
+    outs = {}
+    model.run(to_input(pixels), collect=outs)
+    return ByName((st.act, outs[st.act].numpy().astype(np.float64)) for st in stages if st.act)

@@ -38,6 +38,10 @@ def act_scale(a, bits: int, min_scale: float) -> float:
     return s
 
 
+def check(weight_bits=8, act_bits=8) -> tuple[int, int]:
+    return pow2.check(weight_bits, act_bits, method=NAME)
+
+
 def plan(model, weight_bits: int = 8, act_bits: int = 8, calib=None):
     """Fractional lengths from the weights and the calibration activations."""
     return pow2.plan(model, weight_bits, act_bits, calib, method=NAME, weight_scale=weight_scale,

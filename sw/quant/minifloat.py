@@ -82,17 +82,18 @@ class Minifloat:
 
 @torch.no_grad()
 def minifloat_forward(model, pixels, fmt: Minifloat | None) -> torch.Tensor:
-    """Logits of ``model`` with weights, biases, input and layer outputs rounded to ``fmt``."""
+    """Logits of ``model`` with weights, biases, input and layer outputs rounded to ``fmt``.
+
+    The graph's loop in eval mode (no dropout) with every weighted layer's parameters and
+    output rounded (activations like ReLU keep representable values representable).
+    """
     from ..train import to_input
 
     q = (lambda t: t) if fmt is None else fmt.quantize
-    h = q(to_input(pixels))
-    n = len(model.linears)
-    for i, lin in enumerate(model.linears):
-        h = q(torch.nn.functional.linear(h, q(lin.weight), q(lin.bias)))
-        if i < n - 1:
-            h = torch.relu(h)
-    return h
+    model.eval()
+    return model.run(q(to_input(pixels)),
+                     params=lambda name, layer: tuple(None if p is None else q(p) for p in layer.current_params()),
+                     out=lambda name, layer, y: q(y) if layer.weighted else y)
 
 
 def minifloat_accuracy(model, pixels, labels, fmt: Minifloat | None) -> float:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import IntFormat
-from .core import ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, pow2_mse_scale
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, pow2_mse_scale,
+                   quant_stages)
 
 NAME = "pow2"
 WEIGHT_BITS = (2, 16)
@@ -31,23 +32,29 @@ def act_scale(a, bits: int, min_scale: float) -> float:
     return pow2_mse_scale(a, 0, (1 << bits) - 1, min_scale)
 
 
+def check(weight_bits=4, act_bits=4, *, method: str = NAME) -> tuple[int, int]:
+    """The option check of :func:`plan` (no model needed): ``(weight_bits, act_bits)``."""
+    return (check_bits(method, "weight_bits", weight_bits, *WEIGHT_BITS, HINT),
+            check_bits(method, "act_bits", act_bits, *ACT_BITS))
+
+
 def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, method: str = NAME,
          weight_scale=weight_scale, act_scale=act_scale) -> QuantPlan:
     """Build the plan (see the module docstring); ``calib`` are uint8 pixels."""
-    wb = check_bits(method, "weight_bits", weight_bits, *WEIGHT_BITS, HINT)
-    ab = check_bits(method, "act_bits", act_bits, *ACT_BITS)
-    params = model.layer_params()
+    wb, ab = check(weight_bits, act_bits, method=method)
+    stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab)
     input_act = a_in
-    wqs, acts = [], []
-    for i, (w, _) in enumerate(params):
+    wqs, acts = {}, {}
+    for st in stages:
+        w, _ = st.float_params()
         fmt = IntFormat.signed(wb)
         sw = weight_scale(w, fmt)
-        wqs.append(WeightQuant("int", fmt, np.full(w.shape[0], sw)))
-        if i < len(params) - 1:
-            spec = ActSpec("uint", ab, act_scale(acts_f[i], ab, a_in.scale * sw))
-            acts.append(spec)
+        wqs[st.name] = WeightQuant("int", fmt, np.full(w.shape[0], sw))
+        if st.act:
+            spec = ActSpec("uint", ab, act_scale(acts_f[st.act], ab, a_in.scale * sw))
+            acts[st.act] = spec
             a_in = spec
     return QuantPlan(wqs, acts, input_act, transform, "shift", 0,
                      {"method": method, "weight_bits": wb, "act_bits": ab})

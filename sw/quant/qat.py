@@ -25,13 +25,17 @@ DEFAULT_QAT_EPOCHS = 3
 def qat_finetune(model, plan: QuantPlan, x_train, y_train, *, epochs: int = DEFAULT_QAT_EPOCHS, seed: int = 0,
                  lr: float = 5e-4, batch_size: int = 128, progress: bool = True):
     """Fine-tune a copy of ``model`` under ``plan``; returns the copy (``model`` is untouched)."""
+    from ..frontends.graph import Dropout
     from ..train import fit, set_threads
 
     set_threads()
     torch.manual_seed(int(seed))
     m = copy.deepcopy(model)
     # dropout would fight the fixed quantization grid at low precision: off during QAT
-    m.dropout.p = 0.0
+    # (at p = 0 torch's dropout returns its input and draws no random numbers)
+    for layer in m.layers.values():
+        if isinstance(layer, Dropout):
+            layer.p = 0.0
     fit(m, x_train, y_train, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
         desc=f"QAT {plan.metadata.get('method')}", progress=progress,
         forward=lambda x: fake_forward(m, plan, x))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..formats import IntFormat
 from .core import (ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec,
-                   mse_scale)
+                   mse_scale, quant_stages)
 
 NAME = "scaled"
 WEIGHT_BITS = (2, 16)
@@ -45,8 +45,8 @@ def real_act_scale(a: np.ndarray, bits: int) -> float:
     return mse_scale(a, 0, qmax, amax / qmax * _FRACTIONS)
 
 
-def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, granularity: str = "channel",
-         multiplier_bits: int = 16) -> QuantPlan:
+def check(weight_bits=4, act_bits=4, *, granularity: str = "channel", multiplier_bits: int = 16):
+    """The option check of :func:`plan` (no model needed): ``(weight_bits, act_bits, multiplier_bits)``."""
     wb = check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS,
                     " (1-bit weights: method 'binary'; ternary weights: method 'ternary')")
     ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
@@ -54,15 +54,22 @@ def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, granular
     if granularity not in GRANULARITIES:
         raise QuantError(f"granularity for method {NAME!r} must be one of {', '.join(GRANULARITIES)}, "
                          f"not {granularity!r}")
-    params = model.layer_params()
+    return wb, ab, mb
+
+
+def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, granularity: str = "channel",
+         multiplier_bits: int = 16) -> QuantPlan:
+    wb, ab, mb = check(weight_bits, act_bits, granularity=granularity, multiplier_bits=multiplier_bits)
+    stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab)
-    wqs, acts = [], []
-    for i, (w, _) in enumerate(params):
-        last = i == len(params) - 1
+    wqs, acts = {}, {}
+    for st in stages:
+        w, _ = st.float_params()
+        last = st.act is None
         fmt = IntFormat.signed(wb)
-        wqs.append(WeightQuant("int", fmt, real_weight_scales(w, fmt, granularity == "channel" and not last)))
+        wqs[st.name] = WeightQuant("int", fmt, real_weight_scales(w, fmt, granularity == "channel" and not last))
         if not last:
-            acts.append(ActSpec("uint", ab, real_act_scale(acts_f[i], ab)))
+            acts[st.act] = ActSpec("uint", ab, real_act_scale(acts_f[st.act], ab))
     return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,
                      {"method": NAME, "weight_bits": wb, "act_bits": ab, "granularity": granularity})

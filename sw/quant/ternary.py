@@ -20,9 +20,11 @@ against the number of distinct multipliers rather than multiplications.)
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..formats import IntFormat
-from .core import ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec
+from .core import (ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec,
+                   quant_stages)
 from .scaled import real_act_scale
 
 NAME = "ternary"
@@ -61,29 +63,35 @@ def ternarize(w: np.ndarray, cluster: int | None) -> WeightQuant:
     return WeightQuant("ternary", IntFormat.ternary(), scale, thr)
 
 
-def plan(model, weight_bits: int | None = 2, act_bits: int = 8, calib=None, *, cluster=4,
-         multiplier_bits: int = 16) -> QuantPlan:
+def check(weight_bits=2, act_bits=8, *, cluster=4, multiplier_bits: int = 16) -> tuple[int, int, int | None]:
+    """The option check of :func:`plan` (no model needed): ``(act_bits, multiplier_bits, cluster size)``."""
     if weight_bits is not None:
         check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (ternary weights take 2 bits)")
     ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
     mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
-    n = parse_cluster(cluster)
-    params = model.layer_params()
+    return ab, mb, parse_cluster(cluster)
+
+
+def plan(model, weight_bits: int | None = 2, act_bits: int = 8, calib=None, *, cluster=4,
+         multiplier_bits: int = 16) -> QuantPlan:
+    ab, mb, n = check(weight_bits, act_bits, cluster=cluster, multiplier_bits=multiplier_bits)
+    stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab)
-    wqs, acts = [], []
+    wqs, acts = {}, {}
     products = zeros = outputs = scales = 0
-    for i, (w, _) in enumerate(params):
-        last = i == len(params) - 1
+    for st in stages:
+        w, _ = st.float_params()
+        last = st.act is None
         wq = ternarize(w, None if last else n)
-        wqs.append(wq)
-        q = wq.integers(__import__("torch").as_tensor(w)).numpy()
+        wqs[st.name] = wq
+        q = wq.integers(torch.as_tensor(w)).numpy()
         products += q.size
         zeros += int((q == 0).sum())
         outputs += q.shape[0]
         scales += len(np.unique(wq.scale))
         if not last:
-            acts.append(ActSpec("uint", ab, real_act_scale(acts_f[i], ab)))
+            acts[st.act] = ActSpec("uint", ab, real_act_scale(acts_f[st.act], ab))
     report = {"cluster": "layer" if n is None else n, "products": products, "zero_weight_share": zeros / products,
               "distinct_scales": scales, "mults_replaced_share": products / (products + outputs)}
     return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from ..formats import IntFormat
-from .core import ActSpec, QuantError, QuantPlan, WeightQuant, export_network, input_spec
+from ..frontends.graph import FloatGraph, Linear, ReLU, Scale
+from .core import ActSpec, QuantError, QuantPlan, WeightQuant, export_network, input_spec, quant_stages
 
 __all__ = ["WageMLP", "train_wage", "export_wage", "parse_wage_bits", "DEFAULT_WAGE_BITS"]
 
@@ -99,47 +100,51 @@ class _ErrQuant(torch.autograd.Function):
         return (e if m == 0 else _q(e / shift_pow2(m), ctx.k_e)), None
 
 
-class WageMLP(nn.Module):
-    """An MLP trained the WAGE way (no biases, constant scaling layers)."""
+class WageMLP(FloatGraph):
+    """An MLP trained the WAGE way: a FloatGraph of ``fc{i}`` (Linear, no bias), ``scale{i}``
+    (the constant scaling layer ÷α) and ``relu{i}``, whose forward pass runs the graph's loop
+    with WAGE's weight quantizer and its activation/error quantizer in place of the ReLUs."""
 
     def __init__(self, in_features: int, hidden, classes: int = 10, bits=DEFAULT_WAGE_BITS, seed: int = 0):
-        super().__init__()
-        self.bits = parse_wage_bits(bits)
-        k_w = self.bits[0]
+        bits = parse_wage_bits(bits)
+        k_w = bits[0]
         sizes = [int(in_features), *map(int, hidden), int(classes)]
         gen = torch.Generator().manual_seed(int(seed))
-        self.weights = nn.ParameterList()
-        self.alphas = []
         l_min = 1.5 * sigma(k_w)
-        for a, b in zip(sizes, sizes[1:]):
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             l_std = math.sqrt(6.0 / a)
             lim = max(l_min, l_std)
-            self.weights.append(nn.Parameter((torch.rand(b, a, generator=gen) * 2 - 1) * lim))
-            self.alphas.append(max(shift_pow2(l_min / l_std), 1.0))
+            # created on the meta device: WAGE's own initialisation replaces torch's (no RNG drawn)
+            lin = Linear(a, b, bias=False, device="meta")
+            lin.weight = nn.Parameter((torch.rand(b, a, generator=gen) * 2 - 1) * lim)
+            layers += [(f"fc{i}", lin), (f"scale{i}", Scale(max(shift_pow2(l_min / l_std), 1.0)))]
+            if i < len(sizes) - 2:
+                layers.append((f"relu{i}", ReLU()))
+        super().__init__((sizes[0],), layers)
+        self.bits = bits
         self.arch = {"in_features": sizes[0], "hidden": sizes[1:-1], "classes": sizes[-1]}
+
+    @property
+    def alphas(self) -> list[float]:
+        """The constant scaling layers' divisors α, one per layer."""
+        return [l.divisor for l in self.layers.values() if isinstance(l, Scale)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k_w, k_a, _, k_e = self.bits
-        n = len(self.weights)
-        for i, (w, alpha) in enumerate(zip(self.weights, self.alphas)):
-            wq = w + (_q(w, k_w) - w).detach()
-            z = nn.functional.linear(x, wq) / alpha
-            if i < n - 1:
-                x = _ActQuant.apply(z, k_a, k_e)
-            else:
-                x = z
-        return x
 
-    def layer_params(self):
-        """Effective float layers ``(Q(W)-ready W/α, zero bias)`` for :func:`export_network`."""
-        return [(w.detach().double().numpy() / a, np.zeros(w.shape[0])) for w, a in zip(self.weights, self.alphas)]
+        def weights(name, layer):  # Q(W, k_W) forward, straight-through backward; no bias
+            w = layer.weight
+            return w + (_q(w, k_w) - w).detach(), None
+
+        return self.run(x, params=weights, act=lambda name, layer, z: _ActQuant.apply(z, k_a, k_e))
 
 
 def _wage_step(model: WageMLP, lr: float, gen: torch.Generator) -> None:
     k_g = model.bits[2]
     s = sigma(k_g)
     with torch.no_grad():
-        for w in model.weights:
+        for w in model.parameters():  # the Linear weights, in layer order
             g = w.grad
             m = float(g.abs().max())
             if m == 0:
@@ -190,16 +195,14 @@ def train_wage(x_train, y_train, *, preset: str = "sfc", bits="2-8-8-8", epochs:
 def wage_plan(model: WageMLP) -> QuantPlan:
     k_w, k_a, k_g, k_e = model.bits
     fmt = IntFormat.ternary() if k_w == 2 else IntFormat.signed(k_w)
-    wqs = []
-    for w, alpha in zip(model.weights, model.alphas):
-        # Q(W, k_W)/α on the grid σ/α; clip at ±(1−σ) ⇔ integers ±(2^(k−1) − 1)
-        sc = sigma(k_w) / alpha
-        wq = WeightQuant("int", fmt, np.full(w.shape[0], sc))
-        if k_w > 2:
-            wq.fmt = IntFormat.signed(k_w)
-        wqs.append(wq)
+    wqs, acts = {}, {}
+    for st in quant_stages(model):
+        # Q(W, k_W)/α on the grid σ/α (α folded into the weights: Stage.float_params);
+        # clip at ±(1−σ) ⇔ integers ±(2^(k−1) − 1)
+        wqs[st.name] = WeightQuant("int", fmt, np.full(st.layer.out_features, sigma(k_w) / math.prod(st.divisors)))
+        if st.act:
+            acts[st.act] = ActSpec("uint", k_a - 1, sigma(k_a))
     a_in, transform = input_spec(8)
-    acts = [ActSpec("uint", k_a - 1, sigma(k_a)) for _ in range(len(wqs) - 1)]
     return QuantPlan(wqs, acts, a_in, transform, "shift", 0,
                      {"method": "wage", "wage_bits": "-".join(map(str, model.bits)), "weight_bits": k_w,
                       "act_bits": k_a, "alphas": list(model.alphas)})
