@@ -25,8 +25,9 @@ For each layer ``name``:
    ``None`` entry means "none" (a Linear without bias); returning ``None`` keeps the layer's.
 2. ``act(name, layer, x) -> y`` (activation layers, e.g. ReLU): computes the activation
    instead of the layer — a quantizing ReLU (fake activation quantization, WAGE's
-   activation/error quantizer). It *replaces* the layer rather than following it because a
-   quantizer's clip is itself the ReLU, and ReLU's zero gradient at 0 would change QAT.
+   activation/error quantizer). It *replaces* the layer rather than following it: the
+   quantizer's clip at 0 is the ReLU, and a ReLU before it would also stop the gradient
+   where the pre-activation is exactly 0, which fake-quantized accumulators often are.
 3. ``out(name, layer, y) -> y`` (every layer): transforms the layer's output on its way to
    the next layer — minifloat rounding, or the fake-quantized bias added to an accumulator.
 4. ``collect`` (a dict): receives ``name -> output`` of every layer (calibration).
@@ -228,7 +229,8 @@ class FloatGraph(nn.Module):
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise GraphError(f"layers must be (name, layer) pairs, not {item!r}")
             name, layer = item
-            if not isinstance(name, str) or not name.isidentifier() or hasattr(self, name):
+            if not isinstance(name, str) or not name.isidentifier() or hasattr(type(self), name) or (
+                    name in self.__dict__ or name in self._modules):
                 why = "unique" if name in shapes else "a Python identifier not used by FloatGraph"
                 raise GraphError(f"layer name must be {why}, not {name!r}")
             if not isinstance(layer, Layer):
