@@ -9,8 +9,10 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from lowbit.sw.formats import IntFormat, Kind
+from lowbit.sw.specs import ProductKind, product_kind
 
-__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree", "popcount", "xnor_dot", "xnor_agree_dot"]
+__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree", "popcount",
+           "xnor_agree", "xnor_count_dot"]
 
 
 def lane(word: Value, index: int, bits: int) -> Value:
@@ -30,21 +32,23 @@ def decode(code: Value, fmt: IntFormat) -> Value:
 
 
 def product(w_code: Value, x_code: Value, wf: IntFormat, xf: IntFormat) -> Value:
-    """``w · x`` for one lane, with the cheapest exact circuit for the formats.
+    """``w · x`` for one lane, with the circuit :func:`lowbit.sw.specs.product_kind` chooses.
 
-    * bipolar × bipolar: XNOR gives +1/-1 (summed by :func:`popcount` instead, see MacArray)
+    * bipolar × bipolar: ``±1`` like a bipolar weight here; the MAC array sums these lanes
+      as XNOR bits instead (:func:`xnor_agree`, :func:`xnor_count_dot`)
     * bipolar weight: ``±x`` (a negation, no multiplier)
     * ternary weight: add / subtract / skip
     * pow2 weight: ``±(x << e)`` (a shifter, no multiplier)
     * otherwise a general multiplier
     """
     x = decode(x_code, xf)
-    if wf.kind is Kind.BIPOLAR:
+    kind = product_kind(wf, xf)
+    if kind in (ProductKind.XNOR, ProductKind.NEGATE):
         return Mux(w_code[0], x, -x)
-    if wf.kind is Kind.TERNARY:
+    if kind is ProductKind.TERNARY:
         # two's complement codes: 01 = +1, 11 = -1, 00 (and the unused 10) = 0
         return Mux(w_code[0], Mux(w_code[1], -x, x), 0)
-    if wf.kind is Kind.POW2:
+    if kind is ProductKind.SHIFT:
         e_bits = wf.bits - 1
         exp, sign = w_code[:e_bits], w_code[e_bits]
         # exponent field e encodes 2^(e-1); e == 0 is zero (the wrapped shift is masked out)
@@ -111,15 +115,16 @@ def popcount(bits: Value) -> Value:
     return adder_tree([bits[i].as_unsigned() for i in range(len(bits))])
 
 
-def xnor_dot(w_word: Value, x_word: Value, n: int) -> Value:
-    """Σ w·x over ``n`` bipolar lanes: ``2·popcount(XNOR) − n`` (FINN's binary dot product)."""
-    return xnor_agree_dot(~(w_word[:n] ^ x_word[:n]), n)
+def xnor_agree(w_word: Value, x_word: Value) -> Value:
+    """One bit per bipolar × bipolar lane: 1 where the weight and activation codes agree
+    (their product is +1; see :class:`lowbit.sw.specs.ProductKind`)."""
+    return ~(w_word ^ x_word)
 
 
-def xnor_agree_dot(agree: Value, n: int) -> Value:
-    """``2·popcount(agree) − n``: the bipolar dot product from its XNOR word."""
-    pc = popcount(agree[:n])
+def xnor_count_dot(count: Value, n: int) -> Value:
+    """Σ w·x over ``n`` bipolar × bipolar lanes from the popcount of their :func:`xnor_agree`
+    bits: :func:`lowbit.sw.specs.xnor_dot`, ``2·count − n``, as a circuit."""
     # zero-extend before reinterpreting as signed, so a full count stays positive
-    doubled = Cat(pc, Const(0, 2)).as_signed() << 1
+    doubled = Cat(count, Const(0, 2)).as_signed() << 1
     return doubled - Const(n, signed(n.bit_length() + 1))
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.sw.specs import MacArraySpec
+from lowbit.sw.specs import MacArraySpec, ProductKind
 
-from .arith import activation_multiples, adder_tree, decode, digit_multiply, lane, popcount, product
+from .arith import (activation_multiples, adder_tree, decode, digit_multiply, lane, popcount, product, xnor_agree,
+                    xnor_count_dot)
 from .simmodel import behind_valid, check_model
 
 __all__ = ["MacArray", "mac_input_layout", "LATENCY"]
@@ -78,11 +79,11 @@ class MacArray(wiring.Component):
         wf, af = spec.weight_format, spec.act_format
         wb, ab = wf.bits, af.bits
         w_row = w[p * spec.simd * wb:(p + 1) * spec.simd * wb]
-        if spec.product == "xnor":
-            return [~(w_row ^ x[:spec.simd])]
-        if spec.product == "multiply" and self._model == "simulation":  # x[s][1] is the activation
+        if spec.product is ProductKind.XNOR:
+            return [xnor_agree(w_row, x[:spec.simd])]
+        if spec.product is ProductKind.MULTIPLY and self._model == "simulation":  # x[s][1] is the activation
             return [decode(lane(w_row, s, wb), wf) * x[s][1] for s in range(spec.simd)]
-        if spec.product == "multiply":  # x: the per-lane multiples from operand_x
+        if spec.product is ProductKind.MULTIPLY:  # x: the per-lane multiples from operand_x
             return [digit_multiply(lane(w_row, s, wb), wf, x[s]) for s in range(spec.simd)]
         return [product(lane(w_row, s, wb), lane(x, s, ab), wf, af) for s in range(spec.simd)]
 
@@ -91,7 +92,7 @@ class MacArray(wiring.Component):
         general multiplier each lane's multiples (:func:`activation_multiples`), computed once
         per lane for all PE rows."""
         spec = self._spec
-        if spec.product != "multiply":
+        if spec.product is not ProductKind.MULTIPLY:
             return x_word
         if self._model == "simulation":
             return [{1: decode(lane(x_word, s, spec.act_format.bits), spec.act_format)} for s in range(spec.simd)]
@@ -101,7 +102,7 @@ class MacArray(wiring.Component):
     def row_partials(self, terms: list[Value]) -> list[Value]:
         """Stage 2: partial sums over groups of ``spec.tree_split`` terms (popcounts for XNOR)."""
         g = self._spec.tree_split  # the first ⌈levels/2⌉ levels of the adder tree
-        if self._spec.product == "xnor":
+        if self._spec.product is ProductKind.XNOR:
             agree = terms[0]
             return [popcount(agree[i:i + g]) for i in range(0, self._spec.simd, g)]
         return [adder_tree(terms[i:i + g]) for i in range(0, len(terms), g)]
@@ -109,10 +110,8 @@ class MacArray(wiring.Component):
     def row_total(self, partials: list[Value]) -> Value:
         """Stage 3: Σ_s w[p,s]·x[s] from the partial sums (for XNOR: 2·popcount − n)."""
         total = adder_tree(partials)
-        if self._spec.product == "xnor":
-            n = self._spec.simd
-            doubled = Cat(total, Const(0, 2)).as_signed() << 1
-            return doubled - Const(n, signed(n.bit_length() + 1))
+        if self._spec.product is ProductKind.XNOR:
+            return xnor_count_dot(total, self._spec.simd)
         return total
 
     def row_sum(self, terms: list[Value]) -> Value:

@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from lowbit.sw.formats import IntFormat, parse_format
-from lowbit.sw.specs import product_kind
+from lowbit.sw.specs import ProductKind, product_kind
 
 from .arith import digit_multiply
 
@@ -76,7 +76,7 @@ def multiplier_pairs(net) -> list[tuple[IntFormat, IntFormat]]:
     ops = lower(net) if hasattr(net, "layers") else net
     pairs = []
     for pair in (p for op in ops for p in op.mac_format_pairs()):
-        if product_kind(*pair) == "multiply" and pair not in pairs:
+        if product_kind(*pair) is ProductKind.MULTIPLY and pair not in pairs:
             pairs.append(pair)
     return pairs
 

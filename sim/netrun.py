@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.hw.simmodel import check_model
+from lowbit.sw.formats import from_twos_complement
 from lowbit.sw.golden import run_network
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import dumps
@@ -77,7 +78,7 @@ def decode_outputs(words: list[int], manifest: dict) -> tuple[np.ndarray, np.nda
     logits = np.zeros((len(words), n), np.int64)
     for j in range(n):
         raw = np.array([(v >> (lg["offset"] + j * w)) & ((1 << w) - 1) for v in arr], np.int64)
-        logits[:, j] = np.where(raw >> (w - 1), raw - (1 << w), raw)
+        logits[:, j] = from_twos_complement(raw, w)
     return cls, logits
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lowbit.sw.formats import signed_range, to_twos_complement
+
 __all__ = ["pack_port", "unpack_array"]
 
 
@@ -25,12 +27,11 @@ def pack_port(port: dict, value) -> int:
             word |= pack_port(elem, v) << (k * elem["width"])
         return word
     v = int(value)
-    lo = -(1 << (port["width"] - 1)) if port.get("signed") else 0
-    hi = _mask(port["width"] - (1 if port.get("signed") else 0))
+    lo, hi = signed_range(port["width"]) if port.get("signed") else (0, _mask(port["width"]))
     if not lo <= v <= hi:
         raise ValueError(f"value {v} does not fit a {'signed' if port.get('signed') else 'unsigned'} "
                          f"{port['width']}-bit field")
-    return v & _mask(port["width"])
+    return to_twos_complement(v, port["width"])
 
 
 def unpack_array(port: dict, word: int) -> list[int]:

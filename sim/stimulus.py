@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.sw.formats import IntFormat
+from lowbit.sw.formats import IntFormat, signed_range
 from lowbit.sw.pack import pack_words
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
@@ -63,6 +63,6 @@ def requant_corner_accs(spec: RequantSpec, shift: int, mult: int = 1, bias: int 
     for c in bounds:
         for d in (-half - 1, -half, -half + 1, -1, 0, 1, half - 1, half, half + 1):
             pre.add(c * step + d)
-    lo, hi = -(1 << (spec.acc_bits - 1)), (1 << (spec.acc_bits - 1)) - 1
+    lo, hi = signed_range(spec.acc_bits)
     accs = {v // max(mult, 1) - bias + e for v in pre for e in (0, 1)} | {lo, hi}
     return np.array(sorted(a for a in accs if lo <= a <= hi), np.int64)

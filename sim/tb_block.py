@@ -24,6 +24,7 @@ from cocotb.triggers import FallingEdge, RisingEdge
 
 from lowbit.sim.portmap import pack_port, unpack_array
 from lowbit.sim.stimulus import mac_beats, mac_vectors, requant_corner_accs
+from lowbit.sw.formats import signed_range
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
 from lowbit.hw.mac import LATENCY as MAC_LATENCY  # noqa: E402
@@ -130,7 +131,8 @@ class BlockTB:
 
     def random_params(self):
         rq = self.rq
-        bias = self.rng.integers(-(1 << (rq.bias_bits - 1)), 1 << (rq.bias_bits - 1), self.mac.pe)
+        lo, hi = signed_range(rq.bias_bits)
+        bias = self.rng.integers(lo, hi + 1, self.mac.pe)
         mult = self.rng.integers(0 if rq.mult_bits else 1, (1 << rq.mult_bits) if rq.mult_bits else 2, self.mac.pe)
         shift = self.rng.integers(0, rq.max_shift + 1, self.mac.pe)
         return bias, mult, shift
@@ -164,7 +166,7 @@ async def block_matches_golden_model(dut):
     # Phase 3: saturation boundaries and rounding ties, via the bias.
     shifts = sorted({0, 1, min(2, tb.rq.max_shift), tb.rq.max_shift})
     corners = 0
-    bias_lo, bias_hi = -(1 << (tb.rq.bias_bits - 1)), (1 << (tb.rq.bias_bits - 1)) - 1
+    bias_lo, bias_hi = signed_range(tb.rq.bias_bits)
     for s in shifts:
         mult = 3 if tb.rq.mult_bits >= 2 else 1
         for target in requant_corner_accs(tb.rq, s, mult):

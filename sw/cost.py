@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from .formats import Kind, Rounding, parse_format
-from .specs import MacArraySpec, RequantSpec
+from .specs import MacArraySpec, ProductKind, RequantSpec
 
 __all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "load_coefficients",
            "CALIBRATION_GRID", "COEFFICIENTS_PATH", "block_specs"]
@@ -60,13 +60,13 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
     lanes = mac.pe * mac.simd
     kind = mac.product
     prod_bits = _product_bits(mac)
-    if kind == "xnor":
+    if kind is ProductKind.XNOR:
         f["lane_xnor"] = lanes                  # one XNOR, folded into the popcount tree's first LUT level
         f["tree"] = mac.pe * _tree_bits(mac.simd, 1)
     else:
-        if kind == "multiply":
+        if kind is ProductKind.MULTIPLY:
             f["lane_multiply"] = lanes * wb * ab     # partial-product bits of a b×b array multiplier
-        elif kind == "shift":
+        elif kind is ProductKind.SHIFT:
             f["lane_shift"] = lanes * prod_bits * (wb - 1)  # (wb-1)-level barrel shifter, then ± select
         else:
             f[f"lane_{kind}"] = lanes * (ab + 1)     # ±x: one adder/mux bit per activation bit
@@ -97,7 +97,7 @@ def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
     """
     g = mac.tree_split
     groups = -(-mac.simd // g)
-    if mac.product == "xnor":
+    if mac.product is ProductKind.XNOR:
         terms, parts = mac.simd, groups * g.bit_length()
     else:
         terms, parts = mac.simd * _product_bits(mac), groups * (_product_bits(mac) + (g - 1).bit_length())

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Kind", "IntFormat", "Rounding", "parse_format", "signed_bits_for_range"]
+__all__ = ["Kind", "IntFormat", "Rounding", "parse_format", "signed_bits_for_range", "signed_range",
+           "to_twos_complement", "from_twos_complement"]
 
 MAX_BITS = 16
 
@@ -123,7 +124,7 @@ class IntFormat:
     @property
     def min(self) -> int:
         if self.kind is Kind.SIGNED:
-            return -(1 << (self.bits - 1))
+            return signed_range(self.bits)[0]
         if self.kind is Kind.UNSIGNED:
             return 0
         if self.kind is Kind.POW2:
@@ -133,7 +134,7 @@ class IntFormat:
     @property
     def max(self) -> int:
         if self.kind is Kind.SIGNED:
-            return (1 << (self.bits - 1)) - 1
+            return signed_range(self.bits)[1]
         if self.kind is Kind.UNSIGNED:
             return (1 << self.bits) - 1
         if self.kind is Kind.POW2:
@@ -196,7 +197,7 @@ class IntFormat:
             exp[nz] = np.log2(mag[nz]).astype(np.int64) + 1
             sign = (v < 0).astype(np.int64)
             return ((sign << (self.bits - 1)) | exp).astype(np.uint64)
-        return (v & ((1 << self.bits) - 1)).astype(np.uint64)
+        return to_twos_complement(v, self.bits)  # signed, ternary; unsigned codes are the values
 
     def decode(self, codes) -> np.ndarray:
         """Unsigned codes → values (int64). Inverse of :meth:`encode`."""
@@ -209,8 +210,7 @@ class IntFormat:
             return np.where(c >> (self.bits - 1), -mag, mag).astype(np.int64)
         if self.kind is Kind.UNSIGNED:
             return c
-        # signed and ternary: two's complement
-        return np.where(c >= (1 << (self.bits - 1)), c - (1 << self.bits), c).astype(np.int64)
+        return from_twos_complement(c, self.bits)  # signed and ternary
 
     # ---- text form --------------------------------------------------------------
     def __str__(self) -> str:
@@ -258,6 +258,48 @@ def signed_bits_for_range(lo: int, hi: int) -> int:
     """Smallest two's complement width holding every integer in ``[lo, hi]``."""
     lo, hi = int(lo), int(hi)
     bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+    while not (signed_range(bits)[0] <= lo and hi <= signed_range(bits)[1]):
         bits += 1
     return bits
+
+
+# ---- two's complement: the one definition of signed codes ----------------------------------
+# Python ints (any width: port words, logits) stay Python ints; arrays go through numpy and
+# hold at most 64 bits (uint64 codes, int64 values).
+
+def signed_range(bits: int) -> tuple[int, int]:
+    """``(lo, hi)`` of a ``bits``-bit two's complement integer."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def to_twos_complement(values, bits: int):
+    """Signed values → their ``bits``-bit two's complement codes (the low ``bits`` bits).
+
+    No range check: a value outside :func:`signed_range` wraps. A Python int gives an int;
+    anything else a uint64 array (``bits`` ≤ 64).
+    """
+    if _is_int(values):
+        return values & ((1 << bits) - 1)
+    v = np.asarray(values, dtype=np.int64, order="C")  # view() needs contiguous memory
+    return v.view(np.uint64) & np.uint64((1 << bits) - 1)
+
+
+def from_twos_complement(codes, bits: int):
+    """``bits``-bit two's complement codes → signed values; bits above ``bits`` are ignored.
+
+    Inverse of :func:`to_twos_complement`. A Python int gives an int; anything else an int64
+    array (``bits`` ≤ 64).
+    """
+    if _is_int(codes):
+        c = codes & ((1 << bits) - 1)
+        return c - (1 << bits) if c >> (bits - 1) else c
+    # in uint64, where every width up to 64 fits: copy the sign bit upwards, then reinterpret
+    mask = (1 << bits) - 1
+    c = np.asarray(codes).astype(np.uint64) & np.uint64(mask)
+    negative = ((c >> np.uint64(bits - 1)) & np.uint64(1)).astype(bool)
+    c = np.where(negative, c | np.uint64(((1 << 64) - 1) ^ mask), c)
+    return np.asarray(c, dtype=np.uint64, order="C").view(np.int64)

@@ -30,9 +30,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .formats import IntFormat, Kind, parse_format, signed_bits_for_range
+from .formats import IntFormat, Kind, from_twos_complement, parse_format, signed_range, to_twos_complement
 from .ir import DenseLayer
-from .specs import MacArraySpec, RequantSpec
+from .specs import MacArraySpec, RequantSpec, bias_bits_for
 
 __all__ = [
     "layer_specs",
@@ -332,8 +332,7 @@ class ParamLayout:
     @classmethod
     def for_layer(cls, layer: DenseLayer) -> "ParamLayout":
         """The narrowest layout carrying ``layer``'s parameters (bias only for raw logits)."""
-        b = layer.bias
-        bias_bits = signed_bits_for_range(min(0, int(b.min())), max(0, int(b.max())))
+        bias_bits = bias_bits_for(layer.bias)
         if layer.requant is None:
             return cls(bias_bits)
         return cls(bias_bits, layer.requant.multiplier_bits, layer.requant.shift_bits)
@@ -386,9 +385,9 @@ def param_banks(layer: DenseLayer, pe: int, spec: "RequantSpec | ParamLayout") -
         raise ValueError(f"spec.lanes must equal pe={pe} (one requantizer lane per PE), not {spec.lanes!r}")
     lay = ParamLayout.from_spec(spec)
     bias = layer.bias
-    lo, hi = -(1 << (lay.bias_bits - 1)), (1 << (lay.bias_bits - 1)) - 1
+    lo, hi = signed_range(lay.bias_bits)
     if bias.min() < lo or bias.max() > hi:
-        need = signed_bits_for_range(min(0, int(bias.min())), max(0, int(bias.max())))
+        need = bias_bits_for(bias)
         raise ValueError(f"bias_bits must be at least {need} for the biases of layer {layer.name!r} "
                          f"({int(bias.min())}..{int(bias.max())}), not {lay.bias_bits}")
     if layer.requant is None:
@@ -404,8 +403,7 @@ def param_banks(layer: DenseLayer, pe: int, spec: "RequantSpec | ParamLayout") -
     if int(shift.max()) >> lay.shift_bits:
         raise ValueError(f"shift_bits must be at least {int(shift.max()).bit_length()} for the "
                          f"shifts of layer {layer.name!r} (max {int(shift.max())}), not {lay.shift_bits}")
-    bias_codes = (bias & ((1 << lay.bias_bits) - 1)) if lay.bias_bits < 64 else bias.view(np.uint64)
-    cols = [np.asarray(bias_codes).astype(np.uint64),
+    cols = [to_twos_complement(bias, lay.bias_bits),
             mult.astype(np.uint64) if lay.mult_bits else np.zeros(rows, np.uint64),
             shift.astype(np.uint64) if lay.shift_bits else np.zeros(rows, np.uint64)]
     # channel nf·PE + p → bank p, address nf
@@ -426,13 +424,8 @@ def params_from_banks(banks, rows: int, pe: int, spec: "RequantSpec | ParamLayou
     b, m, s = unpack_fields([w for bank in banks for w in bank], lay.widths)
     # bank-major (p, nf) back to channel order nf·PE + p
     unfold = lambda a: a.reshape(pe, nf).T.ravel()  # noqa: E731
-    raw = unfold(b)
-    if lay.bias_bits == 64:
-        bias = raw.view(np.int64)  # uint64 → int64 reinterprets as two's complement
-    else:
-        raw = raw.astype(np.int64)
-        bias = np.where(raw >= (1 << (lay.bias_bits - 1)), raw - (1 << lay.bias_bits), raw)
-    return ChannelParams(bias.astype(np.int64),
+    bias = from_twos_complement(unfold(b), lay.bias_bits)
+    return ChannelParams(bias,
                          unfold(m).astype(np.int64) if lay.mult_bits else None,
                          unfold(s).astype(np.int64) if lay.shift_bits else None)
 
@@ -455,14 +448,7 @@ def describe_encoding(fmt: IntFormat | str) -> str:
 
 
 def layer_specs(layer: DenseLayer, fold) -> tuple[MacArraySpec, RequantSpec | None, ParamLayout]:
-    """The block specs of a layer folded by ``fold`` (a LayerFold); accumulator width from its actual weights."""
-    mac = MacArraySpec(pe=fold.pe, simd=fold.simd, weight_format=layer.weight_format,
-                       act_format=layer.in_format, beats=fold.sf, known_range=layer.acc_range)
-    params = ParamLayout.for_layer(layer)
-    rq = None
-    if layer.requant is not None:
-        rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
-                         bias_bits=params.bias_bits, mult_bits=params.mult_bits,
-                         shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
-                         relu=layer.requant.relu)
-    return mac, rq, params
+    """The block specs of a dense layer folded by ``fold``: :attr:`lowbit.sw.ops.MatrixVectorOp.specs`."""
+    from .ops import MatrixVectorOp  # the op owns them (it imports this module)
+
+    return MatrixVectorOp(layer).with_fold(fold).specs

@@ -7,6 +7,7 @@ are plain data: the golden model and the testbench load them without Amaranth.
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import asdict, dataclass
 
@@ -15,7 +16,7 @@ import numpy as np
 from .formats import IntFormat, Kind, Rounding, parse_format, signed_bits_for_range
 from .requant import MAX_MULTIPLIER_BITS, MAX_SHIFT, RequantParams, requantize
 
-__all__ = ["MacArraySpec", "RequantSpec", "product_kind", "MAX_LANES"]
+__all__ = ["MacArraySpec", "RequantSpec", "ProductKind", "product_kind", "xnor_dot", "bias_bits_for", "MAX_LANES"]
 
 MAX_LANES = 1024
 
@@ -26,17 +27,40 @@ def _positive_int(value, name: str, upper: int) -> int:
     return int(value)
 
 
-def product_kind(weight: IntFormat, act: IntFormat) -> str:
+class ProductKind(enum.StrEnum):
+    """The multiplier of a MAC lane (:func:`product_kind` chooses it).
+
+    A ``StrEnum``: a member equals its value (``ProductKind.XNOR == "xnor"``) and prints and
+    serialises as it, so manifests and reports read as before.
+    """
+
+    #: bipolar × bipolar. Codes c (value 2c − 1) multiply to +1 exactly when they agree, so
+    #: w·x = 2·XNOR(c_w, c_x) − 1 and a dot product over n lanes is 2·popcount(XNOR) − n
+    #: (FINN's binary dot product; :func:`xnor_dot` is the rule, ``hw.arith`` builds it).
+    XNOR = "xnor"
+    NEGATE = "negate"       # bipolar weight: ±x
+    TERNARY = "ternary"     # ternary weight: add / subtract / skip
+    SHIFT = "shift"         # pow2 weight: ±(x << e)
+    MULTIPLY = "multiply"   # general b×b multiplier
+
+
+def product_kind(weight: IntFormat, act: IntFormat) -> ProductKind:
     """Which multiplier a lane gets: the cheapest exact one for the pair of formats."""
     if weight.kind is Kind.BIPOLAR and act.kind is Kind.BIPOLAR:
-        return "xnor"       # XNOR + popcount
+        return ProductKind.XNOR
     if weight.kind is Kind.BIPOLAR:
-        return "negate"     # ±x
+        return ProductKind.NEGATE
     if weight.kind is Kind.TERNARY:
-        return "ternary"    # add / subtract / skip
+        return ProductKind.TERNARY
     if weight.kind is Kind.POW2:
-        return "shift"      # ±(x << e)
-    return "multiply"       # general b×b multiplier
+        return ProductKind.SHIFT
+    return ProductKind.MULTIPLY
+
+
+def xnor_dot(agree_count, n: int):
+    """Σ w·x over ``n`` bipolar × bipolar lanes from the number of lanes whose codes agree
+    (the popcount of their XNOR): ``2·count − n``. The one statement of the XNOR rule."""
+    return 2 * agree_count - n
 
 
 def _product_range(weight: IntFormat, act: IntFormat) -> tuple[int, int]:
@@ -118,7 +142,7 @@ class MacArraySpec:
         return signed_bits_for_range(*self.acc_range)
 
     @property
-    def product(self) -> str:
+    def product(self) -> ProductKind:
         return product_kind(self.weight_format, self.act_format)
 
     @property
@@ -255,5 +279,7 @@ class RequantSpec:
 
 
 def bias_bits_for(bias) -> int:
+    """The bias width rule: the narrowest two's complement width holding every bias and 0
+    (1 bit for no bias at all). The parameter memories and the requantizer use it."""
     b = np.asarray(bias, np.int64)
     return signed_bits_for_range(min(0, int(b.min())), max(0, int(b.max()))) if b.size else 1

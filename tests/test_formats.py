@@ -69,3 +69,27 @@ def test_rounding_parse():
 def test_signed_bits_for_range(lo, hi, bits):
     assert signed_bits_for_range(lo, hi) == bits
     assert Kind.SIGNED.value == "signed"
+
+
+def test_twos_complement_helpers_match_python_ints_at_every_width():
+    from lowbit.sw.formats import from_twos_complement, signed_range, to_twos_complement
+
+    assert signed_range(1) == (-1, 0) and signed_range(4) == (-8, 7) and signed_range(64) == (-2**63, 2**63 - 1)
+    rng = np.random.default_rng(0)
+    for bits in (1, 2, 5, 8, 31, 63, 64):
+        lo, hi = signed_range(bits)
+        v = np.concatenate([[lo, hi, 0, -1], rng.integers(lo, hi, 50, endpoint=True)]).astype(np.int64)
+        codes = to_twos_complement(v, bits)
+        assert codes.dtype == np.uint64
+        # the reference: Python's unbounded ints
+        assert [int(c) for c in codes] == [int(x) % (1 << bits) for x in v]
+        assert [to_twos_complement(int(x), bits) for x in v] == [int(c) for c in codes]
+        back = from_twos_complement(codes, bits)
+        assert back.dtype == np.int64 and np.array_equal(back, v)
+        assert [from_twos_complement(int(c), bits) for c in codes] == v.tolist()
+    # wider than numpy: ports and logits stay Python ints
+    assert to_twos_complement(-1, 100) == 2**100 - 1 and from_twos_complement(2**99, 100) == -2**99
+    # bits above the width are ignored; shapes are kept
+    assert from_twos_complement(0x1F, 4) == -1
+    assert to_twos_complement(np.array(-3), 4).shape == ()
+    assert np.array_equal(to_twos_complement(np.array([[-1, 2]]).T, 3), np.array([[7], [2]], np.uint64))

@@ -47,3 +47,44 @@ def test_specs_round_trip_through_json():
     assert MacArraySpec.from_json(m.to_json()) == m
     r = RequantSpec(4, 12, "ternary", bias_bits=5, mult_bits=8, shift_bits=3, rounding="half_up", relu=True)
     assert RequantSpec.from_json(r.to_json()) == r
+
+
+def test_product_kind_is_a_str_enum_that_reads_as_before():
+    import json
+
+    from lowbit.sw.specs import ProductKind, product_kind
+    from lowbit.sw.formats import parse_format
+
+    kinds = {(w, a): product_kind(parse_format(w), parse_format(a)) for w, a in
+             [("bipolar", "bipolar"), ("bipolar", "u4"), ("ternary", "s4"), ("pow2_4", "u4"), ("s4", "u4")]}
+    assert list(kinds.values()) == ["xnor", "negate", "ternary", "shift", "multiply"]
+    assert all(isinstance(k, ProductKind) for k in kinds.values())
+    k = kinds[("bipolar", "bipolar")]
+    assert k is ProductKind.XNOR and f"{k} lanes" == "xnor lanes" and json.dumps([k]) == '["xnor"]'
+
+
+def test_xnor_rule_equals_the_product_of_bipolar_values():
+    import numpy as np
+
+    from lowbit.sw.formats import IntFormat
+    from lowbit.sw.specs import xnor_dot
+
+    bip = IntFormat.bipolar()
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 64):
+        cw, cx = rng.integers(0, 2, (2, 200, n))
+        agree = np.sum(cw == cx, axis=1)  # popcount of the XNOR of the codes
+        assert np.array_equal(xnor_dot(agree, n), np.sum(bip.decode(cw) * bip.decode(cx), axis=1))
+
+
+def test_one_bias_width_rule():
+    import numpy as np
+
+    from lowbit.sw.ir import DenseLayer
+    from lowbit.sw.pack import ParamLayout
+    from lowbit.sw.specs import bias_bits_for
+
+    for bias, bits in (([0, 0], 1), ([-1, 0], 1), ([1], 2), ([-129, 5], 9), ([127, -128], 8), ([128], 9)):
+        layer = DenseLayer(np.ones((len(bias), 2), np.int64), "s2", "u2", bias=np.array(bias))
+        assert bias_bits_for(bias) == bits == ParamLayout.for_layer(layer).bias_bits
+    assert bias_bits_for([]) == 1

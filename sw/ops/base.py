@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..formats import IntFormat
+from ..formats import IntFormat, from_twos_complement, signed_range, to_twos_complement
 from ..pack import pack_words, unpack_words
 
 __all__ = ["StreamShape", "HardwareOp", "OpResult", "FoldError"]
@@ -81,11 +81,11 @@ class StreamShape:
         if self.format is not None:
             codes = self.format.encode(v)
         else:
-            lo, hi = -(1 << (self.lane_bits - 1)), (1 << (self.lane_bits - 1)) - 1
+            lo, hi = signed_range(self.lane_bits)
             if v.size and (v.min() < lo or v.max() > hi):
                 raise ValueError(f"values must fit {self.lane_bits}-bit signed lanes ({lo}..{hi}), "
                                  f"not {int(v.min())}..{int(v.max())}")
-            codes = v & ((1 << self.lane_bits) - 1)
+            codes = to_twos_complement(v, self.lane_bits)
         return pack_words(codes.reshape(-1, self.lanes), self.lane_bits)
 
     def decode(self, beats) -> np.ndarray:
@@ -94,7 +94,7 @@ class StreamShape:
         if self.format is not None:
             vals = self.format.decode(codes)
         else:
-            vals = np.where(codes >> (self.lane_bits - 1), codes - (1 << self.lane_bits), codes)
+            vals = from_twos_complement(codes, self.lane_bits)
         return np.asarray(vals, np.int64).reshape(-1, self.elements)
 
     def to_json(self) -> dict:
