@@ -92,3 +92,13 @@ def test_a_lazy_import_is_caught(tmp_path, forbidden):
     (tmp_path / "sw" / "commands" / "ok.py").write_text(f"import {forbidden}\n")  # orchestration may
     assert _violations("sw", ("lowbit.hw", "lowbit.sim"), allowed=ORCHESTRATION, root=tmp_path) == [
         f"sw/quant/probe.py:4 imports {forbidden}", "sw/quant/probe.py:7 imports lowbit.hw"]
+
+
+def test_every_package_is_installed():
+    """A non-editable install takes only the packages pyproject.toml lists: every folder with an
+    ``__init__.py`` must be among them (a missing one works in the editable tree and breaks a wheel)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"lowbit"} | {_module_name(p) for folder in PACKAGES for p in _files(folder) if p.name == "__init__.py"}
+    assert found - listed == set()
