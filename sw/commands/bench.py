@@ -27,9 +27,9 @@ NETS = [  # (name, method, weight bits, act bits)
 
 
 def add_arguments(p):
-    from .common import positive_int
+    from .common import add_output_argument, positive_int
 
-    p.add_argument("-o", "--output", default="build/bench", help="output folder")
+    add_output_argument(p, "build/bench", "output folder")
     p.add_argument("--images", type=positive_int, default=10000, help="test images per network")
     p.add_argument("--nets", default=",".join(str(i) for i in range(len(NETS))),
                    help="which networks (indices into: " + "; ".join(f"{i}={n[0]}" for i, n in enumerate(NETS)) + ")")

@@ -20,10 +20,10 @@ reaching N cycles per image). PE must divide the layer's outputs and SIMD its in
 
 
 def add_arguments(p):
-    from .common import positive_int
+    from .common import add_output_argument, positive_int
 
     p.add_argument("net", nargs="?", help="integer IR file (.npz); or use --random")
-    p.add_argument("-o", "--output", default="build/net", help="output folder (replaced as a whole)")
+    add_output_argument(p, "build/net", "output folder (replaced as a whole)")
     p.add_argument("--fold", default=None, help="PExSIMD per layer, comma separated (default: auto)")
     p.add_argument("--max-lanes", type=positive_int, default=None, help="auto fold: total MAC lane budget")
     p.add_argument("--target-cycles", type=positive_int, default=None, help="auto fold: cycles per image")

