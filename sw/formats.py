@@ -10,7 +10,7 @@ Kinds
 ``unsigned``  plain binary, ``bits`` in 1..16.
 ``bipolar``   1 bit: code 0 means -1, code 1 means +1 (FINN's XNOR-popcount encoding).
 ``ternary``   2 bits, two's complement codes of {-1, 0, +1} (``0b11`` is -1, ``0b10`` unused).
-``pow2``      ``bits`` in 2..8: sign bit (MSB) and exponent field ``e`` (low ``bits-1`` bits);
+``pow2``      ``bits`` in 2..6: sign bit (MSB) and exponent field ``e`` (low ``bits-1`` bits);
               ``e == 0`` is zero, otherwise the magnitude is ``2**(e-1)``. Weights only:
               the multiplier becomes a shifter.
 """
@@ -54,6 +54,25 @@ class Rounding(str, enum.Enum):
             raise ValueError(f"{name} must be one of {allowed}, not {value!r}") from None
 
 
+#: Allowed bit widths of each kind (inclusive).
+BIT_RANGES = {
+    Kind.SIGNED: (2, MAX_BITS),
+    Kind.UNSIGNED: (1, MAX_BITS),
+    Kind.BIPOLAR: (1, 1),
+    Kind.TERNARY: (2, 2),
+    # magnitudes up to 2^(2^(N-1)-2): pow2_6 reaches ±2^30; pow2_7's 2^62 would overflow int64 sums
+    Kind.POW2: (2, 6),
+}
+
+
+def describe_formats(*, weights: bool = True) -> str:
+    """The format names a parameter accepts, for error messages (pow2 only for weights)."""
+    r = BIT_RANGES
+    text = (f"sN (signed, N={r[Kind.SIGNED][0]}..{r[Kind.SIGNED][1]}), "
+            f"uN (unsigned, N={r[Kind.UNSIGNED][0]}..{r[Kind.UNSIGNED][1]}), bipolar, ternary")
+    return text + (f", pow2_N (N={r[Kind.POW2][0]}..{r[Kind.POW2][1]})" if weights else "")
+
+
 @dataclass(frozen=True)
 class IntFormat:
     """An integer number format.
@@ -81,13 +100,7 @@ class IntFormat:
             raise TypeError(f"format bits must be an integer, not {bits!r}")
         bits = int(bits)
         object.__setattr__(self, "bits", bits)
-        allowed = {
-            Kind.SIGNED: (2, MAX_BITS),
-            Kind.UNSIGNED: (1, MAX_BITS),
-            Kind.BIPOLAR: (1, 1),
-            Kind.TERNARY: (2, 2),
-            Kind.POW2: (2, 8),
-        }[kind]
+        allowed = BIT_RANGES[kind]
         if not allowed[0] <= bits <= allowed[1]:
             hint = " (a 1-bit signed format is 'bipolar')" if kind is Kind.SIGNED and bits == 1 else ""
             raise ValueError(
@@ -248,10 +261,7 @@ def parse_format(text: "str | IntFormat", *, name: str = "format") -> IntFormat:
     except ValueError as e:
         if "format" in str(e):
             raise ValueError(f"{name}: {e}") from None
-    raise ValueError(
-        f"{name} must be one of sN (signed, N=2..16), uN (unsigned, N=1..16), bipolar, ternary, "
-        f"pow2_N (N=2..8), not {text!r}"
-    )
+    raise ValueError(f"{name} must be one of {describe_formats()}, not {text!r}")
 
 
 def signed_bits_for_range(lo: int, hi: int) -> int:

@@ -49,7 +49,7 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from .formats import IntFormat, Kind, parse_format, signed_bits_for_range
+from .formats import IntFormat, Kind, describe_formats, parse_format, signed_bits_for_range
 from .requant import RequantParams
 
 __all__ = ["IRLayer", "DenseLayer", "Network", "InputTransform", "IRError", "accumulator_range",
@@ -65,6 +65,11 @@ class IRError(ValueError):
     """An IR that does not validate (bad file, inconsistent layers)."""
 
 
+#: Widest accumulator (and requantizer product ``(acc + bias)·m``) the golden model computes
+#: exactly: int64 with a bit to spare for the rounding constant.
+MAX_ACC_BITS = 62
+
+
 def accumulator_range(weights, bias, in_format: IntFormat) -> tuple[int, int]:
     """Exact worst-case range of every partial and final accumulator of a ``[rows, cols]`` matrix.
 
@@ -76,6 +81,12 @@ def accumulator_range(weights, bias, in_format: IntFormat) -> tuple[int, int]:
     w = np.asarray(weights, dtype=np.int64)
     b = np.asarray(bias, dtype=np.int64)
     lo_x, hi_x = in_format.min, in_format.max
+    # The sums below are int64: refuse (never wrap) a layer whose bound does not fit. The float
+    # estimate is within a few ulps of the exact magnitude, far from the 2^62 margin's edge.
+    mag = (np.abs(w).astype(np.float64) * max(abs(lo_x), abs(hi_x))).sum(axis=1) + np.abs(b).astype(np.float64)
+    if mag.size and mag.max() >= 2.0 ** MAX_ACC_BITS:
+        raise IRError(f"the accumulator range of these weights, inputs and biases must fit {MAX_ACC_BITS + 1}-bit "
+                      f"signed integers (the golden model's int64), not about ±2^{np.log2(mag.max()):.1f}")
     hi = np.maximum(w * lo_x, w * hi_x).sum(axis=1)
     lo = np.minimum(w * lo_x, w * hi_x).sum(axis=1)
     return int(min(lo.min(), (lo + b).min())), int(max(hi.max(), (hi + b).max()))
@@ -113,7 +124,7 @@ def int_field(fields: Mapping, key: str, lo: int = 1, **kw) -> int:
 
 def format_field(fields: Mapping, key: str, *, weights: bool = False) -> IntFormat:
     """A format string; ``weights=False`` refuses pow2 (a weight-only format)."""
-    allowed = "a format string: sN (N=2..16), uN (N=1..16), bipolar, ternary" + (", pow2_N (N=2..8)" if weights else "")
+    allowed = f"a format string: {describe_formats(weights=weights)}"
     text = header_field(fields, key, lambda v: isinstance(v, str), allowed)
     try:
         fmt = parse_format(text, name=key)
@@ -345,6 +356,17 @@ class DenseLayer(IRLayer):
             if not isinstance(self.requant, RequantParams):
                 raise IRError(f"{self.name}.requant must be RequantParams or None, not {self.requant!r}")
             self.requant.per_channel(w.shape[0])  # checks per-channel lengths
+        try:
+            lo, hi = accumulator_range(w, b, af)
+        except IRError as e:
+            raise IRError(f"{self.name}: {e}") from None
+        object.__setattr__(self, "_acc_range", (lo, hi))  # computed once: folding asks for it often
+        if self.requant is not None and self.requant.multiplier is not None:
+            m = int(np.max(self.requant.multiplier))
+            if signed_bits_for_range(lo * m, hi * m) > MAX_ACC_BITS + 1:
+                raise IRError(f"{self.name}: (acc + bias)·multiplier must fit {MAX_ACC_BITS + 1}-bit signed integers "
+                              f"(the golden model's int64), not {signed_bits_for_range(lo * m, hi * m)} bits "
+                              f"(accumulators {lo}..{hi}, multiplier up to {m})")
 
     @property
     def out_features(self) -> int:
@@ -364,7 +386,7 @@ class DenseLayer(IRLayer):
 
     @property
     def acc_range(self) -> tuple[int, int]:
-        return accumulator_range(self.weights, self.bias, self.in_format)
+        return self._acc_range
 
     @property
     def acc_bits(self) -> int:

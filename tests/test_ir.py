@@ -194,7 +194,7 @@ def seta(key, value):
     return lambda h, a: a.__setitem__(key, value)
 
 
-FORMATS = r"a format string: sN \(N=2..16\), uN \(N=1..16\), bipolar, ternary"
+FORMATS = r"a format string: sN \(signed, N=2..16\), uN \(unsigned, N=1..16\), bipolar, ternary"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -230,7 +230,7 @@ FORMATS = r"a format string: sN \(N=2..16\), uN \(N=1..16\), bipolar, ternary"
     (lambda h, a: h.update(comment="x"), r"the header has an unknown field 'comment'"),
     (setrq(clip=True), r"layer 0 \(fc0\): requant has an unknown field 'clip'"),
     # unknown formats
-    (setl(weight_format="s17"), rf"layer 0 \(fc0\): weight_format must be {FORMATS}, pow2_N \(N=2..8\), "
+    (setl(weight_format="s17"), rf"layer 0 \(fc0\): weight_format must be {FORMATS}, pow2_N \(N=2..6\), "
                                 r"not 's17'"),
     (setl(1, weight_format="int"), r"layer 1 \(fc1\): weight_format must be .*, not 'int'"),
     (setl(in_format="pow2_4"), rf"layer 0 \(fc0\): in_format must be {FORMATS} \(pow2 is a weight "
@@ -380,3 +380,27 @@ def test_a_registered_kind_saves_loads_and_chains_by_shape(tmp_path, negate_kind
     assert sorted(arrays) == ["layer0_mask"]
     back = Network.load(tmp_path / "n.npz")
     assert back.layers[0].in_shape == (2, 3) and back.in_features == 6 and "negate (2, 3)" in back.describe()
+
+
+def test_a_layer_the_golden_model_cannot_compute_exactly_is_refused():
+    """Accumulators and (acc + bias)·m are int64 in the golden model: refuse, never wrap."""
+    from lowbit.sw.ir import MAX_ACC_BITS
+
+    with pytest.raises(IRError, match=r"big: the accumulator range .* must fit 63-bit signed integers .* not about "
+                                      r"±2\^62\.0"):
+        DenseLayer(np.ones((2, 4), np.int64), "s2", "u8", bias=np.array([2 ** 62, 0]), name="big")
+    rq = RequantParams("u4", 4, np.array([65535, 1]), "floor", True)
+    w = np.full((2, 2 ** 14), 7, np.int64)  # 7·255·2^14 ≈ 2^24.8 per row; ·65535 ≈ 2^40.8: fits
+    assert DenseLayer(w, "s4", "u8", None, rq, "ok").acc_bits == 26
+    with pytest.raises(IRError, match=r"wide: \(acc \+ bias\)·multiplier must fit 63-bit signed integers .* not 65 "
+                                      r"bits \(accumulators 0\.\.281474976710656, multiplier up to 65535\)"):
+        DenseLayer(np.ones((2, 4), np.int64), "s2", "u8", np.array([2 ** 48 - 1020, 0]), rq, "wide")
+    assert MAX_ACC_BITS == 62
+
+
+def test_pow2_formats_stop_where_int64_sums_would_overflow():
+    from lowbit.sw.formats import IntFormat, parse_format
+
+    assert IntFormat.pow2(6).max == 2 ** 30
+    with pytest.raises(ValueError, match=r"pow2 format bits must be in 2\.\.6, not 7"):
+        parse_format("pow2_7")
