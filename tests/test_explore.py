@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,7 +133,7 @@ def test_small_sweep_writes_everything_and_resumes_from_cache(models, tmp_path, 
 def test_resume_after_interruption_and_failing_point(models, tmp_path, monkeypatch):
     cfg = small(models)
     # "interrupt" a first run: only two points made it into the cache
-    tasks = ex.grid_points(cfg, ex._file_sha(ex.Path(models) / "tfc_digits_s0_e40.pt"), "digits")
+    tasks = ex.grid_points(cfg, ex._file_sha(Path(models) / "tfc_digits_s0_e40.pt"), "digits")
     ex.execute(tasks[:2], tmp_path / "cache", workers=0, progress=False)
     # and a corrupt file left by a kill mid-write is redone, not trusted
     (tmp_path / "cache" / f"{ex.task_key(tasks[2])}.json").write_text('{"status": "o')
