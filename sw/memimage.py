@@ -20,8 +20,7 @@ from typing import Iterable, Sequence
 
 from .ir import DenseLayer
 from .memfiles import FORMATS, MemImageError, _check_format, _check_width, dumps, loads, read_memory, write_memory
-from .pack import (LANE_ORDER, ParamLayout, _words_list, check_fold, describe_encoding, param_banks,
-                   weight_banks)
+from .pack import LANE_ORDER, ParamLayout, _words_list
 from .specs import RequantSpec
 from .util import replace_folder
 
@@ -93,9 +92,10 @@ class Memory:
 
 @dataclass
 class LayerBanks:
-    """The packed memories of one layer, ready for an :class:`ImageSet`.
+    """The packed memories of one dense layer, ready for an :class:`ImageSet`.
 
-    Build it with :meth:`from_layer`.
+    Its :class:`~lowbit.sw.ops.MatrixVectorOp` packs them (one place knows the layout);
+    this keeps the older per-layer entry point. Build it with :meth:`from_layer`.
     """
 
     index: int
@@ -105,6 +105,7 @@ class LayerBanks:
     weights: list[list[int]]
     params: list[list[int]] | None
     layout: ParamLayout | None
+    packed: tuple = field(default=(), repr=False)
 
     @classmethod
     def from_layer(cls, index: int, layer: DenseLayer, pe: int, simd: int,
@@ -115,41 +116,17 @@ class LayerBanks:
         the layer (:meth:`ParamLayout.for_layer`). ``params=False`` leaves the parameter
         memories out (a top that ties them to constants).
         """
-        check_fold(layer.out_features, layer.in_features, pe, simd, name=layer.name)
-        layout = None
-        if params:
-            layout = ParamLayout.for_layer(layer) if spec is None else ParamLayout.from_spec(spec)
-        return cls(index, layer, int(pe), int(simd), weight_banks(layer, pe, simd),
-                   None if layout is None else param_banks(layer, pe, spec if spec is not None else layout),
-                   layout)
+        from .ops import MatrixVectorOp  # the op imports this module for Memory
+
+        op = MatrixVectorOp(layer, index).with_fold((pe, simd))
+        packed = op.pack_memories(spec, params=params)
+        words = lambda kind: [list(m.words) for m in packed if m.kind == kind]  # noqa: E731
+        layout = (op.param_layout if spec is None else ParamLayout.from_spec(spec)) if params else None
+        return cls(index, layer, int(pe), int(simd), words("weights"), words("params") if params else None, layout,
+                   packed)
 
     def memories(self) -> list[Memory]:
-        l = self.layer
-        rows, cols, pe, simd = l.out_features, l.in_features, self.pe, self.simd
-        nf, sf = rows // pe, cols // simd
-        fold = {"rows": rows, "cols": cols, "pe": pe, "simd": simd, "nf": nf, "sf": sf}
-        b = l.weight_format.bits
-        out = []
-        for p, words in enumerate(self.weights):
-            info = {
-                "lanes": simd, "lane_bits": b, "lane_order": LANE_ORDER,
-                "value_format": str(l.weight_format), "encoding": describe_encoding(l.weight_format),
-                "addressing": f"address nf*SF + sf (SF={sf}) holds W[nf*PE + {p}, sf*SIMD + k] in lane k "
-                              f"(PE={pe}, SIMD={simd})",
-                "fold": fold,
-            }
-            out.append(Memory(self.index, l.name, "weights", p, simd * b, words, info))
-        if self.params is not None:
-            for p, words in enumerate(self.params):
-                info = {
-                    "lanes": None, "lane_bits": None, "lane_order": "fields LSB first, in the order listed",
-                    "fields": self.layout.fields(),
-                    "addressing": f"address nf holds output channel nf*PE + {p} (PE={pe})",
-                    "requant": None if l.requant is None else l.requant.to_json(),
-                    "fold": fold,
-                }
-                out.append(Memory(self.index, l.name, "params", p, self.layout.width, words, info))
-        return out
+        return list(self.packed)
 
 
 _RESERVED = ("format", "version", "formats", "lane_order", "memories")

@@ -130,29 +130,14 @@ def network_for(task: dict):
 
 
 def estimate_network(net, plan, family: str, mem_family: str | None = None) -> dict:
-    """Cost model of a folded network: the sum over layers of MAC array + requantizer and memories.
+    """Cost model of a folded network: the sum of its ops' estimates (:func:`lowbit.sw.ops.network_cost`).
 
     ``family`` picks the LUT coefficients, ``mem_family`` (default ``family``) the block-RAM
     and LUTRAM shapes: ECP5 borrows iCE40's LUT4 coefficients but has its own 18-kbit RAMs.
-
-    Each layer is one MVAU with a PE×SIMD array, weights in a ``NF·SF × PE·SIMD·b`` memory
-    and per-channel parameters (bias, multiplier, shift) in an ``NF``-deep memory, as
-    :mod:`lowbit.hw.mvu` builds it; the last layer emits logits (no requantizer).
     """
-    from ..cost import estimate_block, weight_memory
-    from ..pack import layer_specs
+    from ..ops import lower, network_cost
 
-    tot = {"lut": 0, "ff": 0, "bram": 0, "dsp": 0, "lutram_luts": 0}
-    for layer, fold in zip(net.layers, plan.layers):
-        mac, rq, params = layer_specs(layer, fold)
-        blk = estimate_block(mac, rq, family)
-        wmem = weight_memory(fold.nf * fold.sf, mac.weight_word_bits, mem_family or family)
-        pmem = weight_memory(fold.nf, fold.pe * params.width, mem_family or family)
-        tot["lut"] += blk["lut"] + wmem["lutram_luts"] + pmem["lutram_luts"]
-        tot["lutram_luts"] += wmem["lutram_luts"] + pmem["lutram_luts"]
-        tot["ff"] += blk["ff"]
-        tot["bram"] += wmem["bram"] + pmem["bram"]
-    return tot
+    return network_cost(lower(net, plan), family, mem_family)
 
 
 def evaluate_point(task: dict) -> dict:
@@ -161,6 +146,7 @@ def evaluate_point(task: dict) -> dict:
 
     from ..fold import auto_fold
     from ..golden import run_network
+    from ..ops import initiation_interval, lower, mac_lanes, network_cost
 
     ds = _dataset(task["dataset"])
     net, info = network_for(task)
@@ -169,11 +155,13 @@ def evaluate_point(task: dict) -> dict:
         x, y = x[:task["test_images"]], y[:task["test_images"]]
     acc = float(np.mean(run_network(net, x, raw_pixels=True).classes == y))
     plan = auto_fold(net, max_lanes=task["lanes"])
-    cost = estimate_network(net, plan, task["cost_family"], task["mem_family"])
+    ops = lower(net, plan)
+    cost = network_cost(ops, task["cost_family"], task["mem_family"])
     return {"accuracy": acc, "float_accuracy": float(info["test_accuracy"]), "test_images": int(len(y)),
-            "network": net.name, "formats": [f"{l.weight_format}/{l.in_format}" for l in net.layers],
-            "fold": str(plan), "mac_lanes": plan.mac_lanes, "cycles_model": plan.initiation_interval,
-            "cycles_per_layer": [f.cycles for f in plan.layers],
+            "network": net.name,
+            "formats": ["/".join(f"{w}/{a}" for w, a in op.mac_format_pairs()) for op in ops if op.mac_format_pairs()],
+            "fold": str(plan), "mac_lanes": mac_lanes(ops), "cycles_model": initiation_interval(ops),
+            "cycles_per_layer": [op.cycles() for op in ops],
             "lut_model": cost["lut"], "ff_model": cost["ff"], "bram_model": cost["bram"],
             "dsp_model": cost["dsp"], "lutram_model": cost["lutram_luts"]}
 

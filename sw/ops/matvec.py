@@ -150,10 +150,17 @@ class MatrixVectorOp(HardwareOp):
 
     @cached_property
     def _memories(self) -> tuple:
+        return self.pack_memories()
+
+    def pack_memories(self, spec: "ParamLayout | RequantSpec | None" = None, *, params: bool = True) -> tuple:
+        """The weight banks and (``params``) parameter banks as :class:`~lowbit.sw.memimage.Memory`
+        records with their manifest descriptions; ``spec`` overrides the parameter word layout
+        (default: :attr:`param_layout`, the narrowest). :meth:`memories` is this, built once."""
         from ..memimage import Memory
 
         f, l = self._need_fold("memories"), self.layer
-        params = self.specs[2]
+        spec = self.param_layout if spec is None else spec
+        layout = ParamLayout.from_spec(spec)
         fold = {"rows": f.rows, "cols": f.cols, "pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf}
         b = l.weight_format.bits
         out = []
@@ -166,15 +173,15 @@ class MatrixVectorOp(HardwareOp):
                 "fold": fold,
             }
             out.append(Memory(self.index, l.name, "weights", p, f.simd * b, words, info))
-        for p, words in enumerate(param_banks(l, f.pe, params)):
+        for p, words in enumerate(param_banks(l, f.pe, spec) if params else ()):
             info = {
                 "lanes": None, "lane_bits": None, "lane_order": "fields LSB first, in the order listed",
-                "fields": params.fields(),
+                "fields": layout.fields(),
                 "addressing": f"address nf holds output channel nf*PE + {p} (PE={f.pe})",
                 "requant": None if l.requant is None else l.requant.to_json(),
                 "fold": fold,
             }
-            out.append(Memory(self.index, l.name, "params", p, params.width, words, info))
+            out.append(Memory(self.index, l.name, "params", p, layout.width, words, info))
         return tuple(out)
 
     def weight_words(self) -> list[list[int]]:
