@@ -19,10 +19,9 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
 
 from lowbit.sim.portmap import pack_port, unpack_array
+from lowbit.sim.tbkit import StreamTB
 from lowbit.sim.stimulus import mac_beats, mac_vectors, requant_corner_accs
 from lowbit.sw.formats import signed_range
 from lowbit.sw.specs import MacArraySpec, RequantSpec
@@ -38,35 +37,19 @@ def expected_cycles(total_beats: int) -> int:
     return total_beats + LATENCY
 
 
-class BlockTB:
+class BlockTB(StreamTB):
     """Owns clock, reset, driver, monitor, model and scoreboard of one block."""
 
     def __init__(self, dut, meta: dict, cfg: dict):
-        self.dut = dut
+        super().__init__(dut)
         self.ports = meta["ports"]
         self.mac = MacArraySpec.from_json(meta["spec"]["mac"])
         self.rq = RequantSpec.from_json(meta["spec"]["requant"])
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.get("seed", 0))
         self.prng = random.Random(cfg.get("seed", 0))
-        self.cycle = 0
         self.compared = 0
         self.mismatches: list[dict] = []
-
-    async def start(self):
-        cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
-        cocotb.start_soon(self._count())
-        self.dut.rst.value = 1
-        self.dut.i__valid.value = 0
-        self.dut.o__ready.value = 0
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-
-    async def _count(self):
-        while True:
-            await RisingEdge(self.dut.clk)
-            self.cycle += 1
 
     def set_params(self, bias, mult, shift):
         pe = self.mac.pe
@@ -76,36 +59,21 @@ class BlockTB:
             self.dut.mult.value = pack_port(self.ports["mult"], np.broadcast_to(mult, pe).tolist())
 
     async def drive(self, beats, gap: float, log: list):
-        dut = self.dut
         for beat in beats:
             while gap and self.prng.random() < gap:
-                dut.i__valid.value = 0
-                await RisingEdge(dut.clk)
-            dut.i__payload.value = pack_port(self.ports["i__payload"], beat)
-            dut.i__valid.value = 1
-            while True:
-                await FallingEdge(dut.clk)  # combinational ready has settled
-                fire = int(dut.i__ready.value) == 1
-                await RisingEdge(dut.clk)
-                if fire:
-                    log.append(self.cycle)
-                    break
-        dut.i__valid.value = 0
+                await self.idle_input()
+            log.append(await self.send(pack_port(self.ports["i__payload"], beat)))
+        self.dut.i__valid.value = 0
 
     async def collect(self, n: int, stall: float, log: list) -> list[list[int]]:
-        dut, out = self.dut, []
+        out = []
         while len(out) < n:
-            ready = not (stall and self.prng.random() < stall)
-            dut.o__ready.value = int(ready)
-            await FallingEdge(dut.clk)
-            fire = ready and int(dut.o__valid.value) == 1
-            if fire:
-                codes = unpack_array(self.ports["o__payload"], dut.o__payload.value.to_unsigned())
+            payload = await self.receive(not (stall and self.prng.random() < stall))
+            if payload is not None:
+                codes = unpack_array(self.ports["o__payload"], payload.to_unsigned())
                 out.append(self.rq.out_format.decode(np.array(codes)).tolist())
-            await RisingEdge(dut.clk)
-            if fire:
                 log.append(self.cycle)  # the edge on which the transfer happens, like drive()
-        dut.o__ready.value = 0
+        self.dut.o__ready.value = 0
         return out
 
     def model(self, x, w, bias, mult, shift) -> list[int]:

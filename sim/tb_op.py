@@ -15,64 +15,38 @@ import os
 import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
+from cocotb.triggers import with_timeout
+
+from .tbkit import StreamTB
 
 
-class OpTB:
-    """Clock, reset, driver and monitor of one op's component (streams ``i`` and ``o``)."""
+class OpTB(StreamTB):
+    """Driver and monitor of one op's component (streams ``i`` and ``o``)."""
 
     def __init__(self, dut, cfg: dict):
-        self.dut, self.cfg = dut, cfg
+        super().__init__(dut)
+        self.cfg = cfg
         self.rng = random.Random(cfg.get("seed", 0))
-        self.cycle = 0
-
-    async def start(self):
-        cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
-        cocotb.start_soon(self._count())
-        self.dut.rst.value = 1
-        self.dut.i__valid.value = 0
-        self.dut.o__ready.value = 0
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-
-    async def _count(self):
-        while True:
-            await RisingEdge(self.dut.clk)
-            self.cycle += 1
 
     async def drive(self, beats: list[int]):
-        dut, stress = self.dut, self.cfg["stress_beats"]
+        stress = self.cfg["stress_beats"]
         for k, beat in enumerate(beats):
             while k < stress and self.rng.random() < self.cfg["gap"]:
-                dut.i__valid.value = 0
-                await RisingEdge(dut.clk)
-            dut.i__payload.value = beat
-            dut.i__valid.value = 1
-            while True:
-                await FallingEdge(dut.clk)  # combinational ready has settled
-                fire = int(dut.i__ready.value) == 1
-                await RisingEdge(dut.clk)
-                if fire:
-                    break
-        dut.i__valid.value = 0
+                await self.idle_input()
+            await self.send(beat)
+        self.dut.i__valid.value = 0
 
     async def collect(self, n: int) -> tuple[list[int], list[int]]:
-        dut, out, cycles = self.dut, [], []
+        out, cycles = [], []
         stress = self.cfg["stress_out"]
         stall_rng = random.Random(self.cfg.get("seed", 0) + 1)
         while len(out) < n:
             ready = not (len(out) < stress and stall_rng.random() < self.cfg["stall"])
-            dut.o__ready.value = int(ready)
-            await FallingEdge(dut.clk)
-            fire = ready and int(dut.o__valid.value) == 1
-            if fire:
-                out.append(int(dut.o__payload.value.to_unsigned()))
-            await RisingEdge(dut.clk)
-            if fire:
+            payload = await self.receive(ready)
+            if payload is not None:
+                out.append(int(payload.to_unsigned()))
                 cycles.append(self.cycle)
-        dut.o__ready.value = 0
+        self.dut.o__ready.value = 0
         return out, cycles
 
 
