@@ -42,7 +42,6 @@ from __future__ import annotations
 import abc
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Mapping
@@ -50,6 +49,7 @@ from typing import ClassVar, Mapping
 import numpy as np
 
 from .formats import IntFormat, Kind, describe_formats, parse_format, signed_bits_for_range
+from .util import atomic_path
 from .requant import RequantParams
 
 __all__ = ["IRLayer", "DenseLayer", "Network", "InputTransform", "IRError", "accumulator_range",
@@ -516,15 +516,8 @@ class Network:
         for i, layer in enumerate(self.layers):
             for key, a in layer.arrays().items():
                 arrays[f"layer{i}_{key}"] = a
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
         return path
 
     TOP_FIELDS: ClassVar[tuple[str, ...]] = ("format", "version", "name", "input", "metadata", "layers")

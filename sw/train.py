@@ -37,6 +37,7 @@ from torch import nn
 
 from .datasets import Dataset, load_dataset
 from .frontends.graph import Dropout, FloatGraph, GraphError, Linear, ReLU
+from .util import atomic_path
 
 __all__ = ["PRESETS", "MLP", "mlp", "build_mlp", "train_mlp", "evaluate", "predict", "to_input", "save_checkpoint",
            "load_checkpoint", "load_or_train", "checkpoint_path", "CheckpointError", "set_threads",
@@ -184,11 +185,9 @@ def train_mlp(preset: str, dataset: Dataset | str = "fashion-mnist", epochs: int
 def save_checkpoint(model: FloatGraph, path, **info) -> Path:
     """Save the graph (its layer list, so a mismatched load is refused), its weights and ``info``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "graph": model.config(), "info": info,
-                "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "graph": model.config(), "info": info,
+                    "state_dict": model.state_dict()}, tmp)
     return path
 
 

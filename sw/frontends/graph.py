@@ -133,6 +133,12 @@ class Linear(Layer, nn.Linear):
     def compute(self, x, weight, bias):
         return nn.functional.linear(x, weight, bias)
 
+    def to_ir(self, weights, weight_format, in_format, bias, requant, name: str):
+        """The integer IR layer this float layer becomes (integer ``weights`` in its ``[out, in]`` order)."""
+        from ..ir import DenseLayer
+
+        return DenseLayer(weights, weight_format, in_format, bias, requant, name)
+
     def describe(self):
         return f"linear {self.in_features}->{self.out_features}{'' if self.bias is not None else ' (no bias)'}"
 

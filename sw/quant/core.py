@@ -34,7 +34,7 @@ import torch
 
 from ..formats import IntFormat
 from ..frontends.graph import ByName, FloatGraph, GraphError, Stage
-from ..ir import DenseLayer, InputTransform, Network
+from ..ir import InputTransform, Network
 from ..requant import MAX_SHIFT, RequantParams
 
 __all__ = ["ActSpec", "WeightQuant", "QuantPlan", "fake_forward", "export_network", "input_spec",
@@ -330,7 +330,7 @@ def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
             if not np.allclose(sw, sw[0]):
                 raise QuantError("the last layer needs one weight scale for all outputs (argmax of raw logits)")
             bias = np.floor(b_eff / s_acc + 0.5).astype(np.int64)
-            layers.append(DenseLayer(q, wq.fmt, a_in.fmt, bias, None, lname))
+            layers.append(st.layer.to_ir(q, wq.fmt, a_in.fmt, bias, None, lname))
             continue
         if a_out.kind == "bipolar":
             # +1 iff s_acc·(acc + b_eff/s_acc) ≥ threshold c/2 ⇔ acc + floor((b_eff − c/2)/s_acc) ≥ 0
@@ -356,7 +356,7 @@ def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
                     m, s, err = multiplier_shift(r, plan.multiplier_bits)
                 mult_err = max(mult_err, err)
                 rq = RequantParams(a_out.fmt, s, m, "half_up", True)
-        layers.append(DenseLayer(q, wq.fmt, a_in.fmt, bias, rq, lname))
+        layers.append(st.layer.to_ir(q, wq.fmt, a_in.fmt, bias, rq, lname))
     meta = dict(plan.metadata)
     if plan.requant == "multiplier":
         meta["multiplier_bits"] = plan.multiplier_bits
