@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as e:
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a permission, a folder on another mount: say so, no traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"lowbit {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"lowbit {args.command}: interrupted", file=sys.stderr)
         return 130

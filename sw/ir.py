@@ -142,6 +142,9 @@ def array_field(arrays: Mapping[str, np.ndarray], key: str, shape: tuple, names:
         raise IRError(f"array {key} must hold integers (lowbit writes int64), not {a.dtype}")
     if a.shape != shape:
         raise IRError(f"array {key} must have shape {names} = {shape}, not {a.shape}")
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        # every value is used as int64: refuse what would wrap (2^64 - 6 would read as -6)
+        raise IRError(f"array {key} must hold values that fit int64, not {int(a.max())}")
     return a
 
 

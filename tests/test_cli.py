@@ -71,3 +71,17 @@ def test_sim_runs_in_the_output_folder(tmp_path, monkeypatch):
         main(["sim", str(build), "--dataset", "digits", "--images", "3", "--model", "synthesis"])
     assert seen["sim_dir"] is None  # simulate_build's default: beside the build
     assert Path(seen["build_dir"]) == build.resolve()
+
+
+def test_an_os_error_is_reported_without_a_traceback(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lowbit.hw.build as hb
+    from lowbit.sw.cli import main
+
+    def full(target, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    monkeypatch.setattr(hb, "replace_folder", full)
+    assert main(["build", "--random", "12,8,4", "--fold", "4x3,2x4", "--no-sim-model", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"lowbit build: error: No space left on device ({tmp_path / 'o'})" in err and "Traceback" not in err

@@ -404,3 +404,14 @@ def test_pow2_formats_stop_where_int64_sums_would_overflow():
     assert IntFormat.pow2(6).max == 2 ** 30
     with pytest.raises(ValueError, match=r"pow2 format bits must be in 2\.\.6, not 7"):
         parse_format("pow2_7")
+
+
+def test_uint64_arrays_that_would_wrap_are_refused(tmp_path):
+    net = Network([DenseLayer(np.array([[1, -1]]), "s2", "u2", name="fc0")])
+    path = net.save(tmp_path / "n.npz")
+    data = dict(np.load(path))
+    data["layer0_bias"] = np.array([2 ** 64 - 6], np.uint64)
+    np.savez(tmp_path / "bad.npz", **data)
+    with pytest.raises(IRError, match=r"layer 0 \(fc0\): array bias must hold values that fit int64, "
+                                      r"not 18446744073709551610"):
+        Network.load(tmp_path / "bad.npz")
