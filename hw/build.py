@@ -49,8 +49,9 @@ MEMORY_STYLES = {
 
 TOP_NAME = "lowbit_net"
 IO_PROTOCOL = {
-    "input": "stream i (i__valid, i__ready, i__payload): one image = in_features/SIMD_0 beats; beat b holds "
-             "first-layer inputs b*SIMD_0 .. b*SIMD_0+SIMD_0-1 in the input format, lane k at bits "
+    "input": "stream i (i__valid, i__ready, i__payload): one image = input_stream.beats_per_image beats "
+             "(in_features/SIMD_0 for a dense first layer); beat b holds first-layer inputs "
+             "b*lanes .. b*lanes+lanes-1 (lanes = input_stream.lanes) in the input format, lane k at bits "
              "[k*bits, (k+1)*bits); the host applies the IR's input transform to pixels; no end flag "
              "(the top counts beats). A transfer happens on a rising clock edge with valid and ready high.",
     "output": "stream o: one beat per image: field cls (argmax, lowest index wins ties) and field logits "

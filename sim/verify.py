@@ -59,7 +59,8 @@ def verify_op(op, x, build_dir: Path, *, stress_images: int = 2, gap: float = 0.
            "timeout_ns": 10 * (4 * images * (op.cycles() + ins.beats_per_image) + 10_000)}
     run = run_testbench(verilog=[src], top="op", test_module="lowbit.sim.tb_op", build_dir=build_dir / "sim",
                         config=cfg, simulator=simulator)
-    result = {"run": run, "golden": op.golden(x).out.reshape(images, -1), "outputs": None, "cycles_per_image": None}
+    result = {"run": run, "golden": op.golden(x).out.reshape(images, -1), "outputs": None,
+              "cycles_per_image": None}
     if run.passed and run.report.get("outputs") is not None:
         result["outputs"] = outs.decode([int(v, 16) for v in run.report["outputs"]])
         # the last output beat of each image, for the full-rate images

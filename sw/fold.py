@@ -21,22 +21,28 @@ __all__ = ["LayerFold", "FoldPlan", "plan_folding", "auto_fold", "parse_fold"]
 
 @dataclass(frozen=True)
 class FoldPlan:
-    """One fold per IR layer (each layer's foldable op: a :class:`LayerFold` for a dense layer)."""
+    """One fold per IR layer (for its op that takes a fold: a :class:`LayerFold` for a dense
+    layer), with the cycles per image and MAC lanes its op gives that fold."""
 
     layers: tuple
+    cycles: tuple
+    lanes: tuple
+
+    @classmethod
+    def of(cls, ops, folds) -> "FoldPlan":
+        """The plan of ``folds`` for ``ops`` (one foldable op per IR layer, see :func:`foldable_ops`)."""
+        folds = tuple(folds)
+        return cls(folds, tuple(op.cycles(f) for op, f in zip(ops, folds)),
+                   tuple(op.lanes(f) for op, f in zip(ops, folds)))
 
     @property
     def initiation_interval(self) -> int:
         """The analytical bound: max over layers of their cycles per image (NF·SF for a dense layer)."""
-        return max(f.cycles for f in self.layers)
+        return max(self.cycles)
 
     @property
     def mac_lanes(self) -> int:
-        return sum(f.lanes for f in self.layers)
-
-    def to_json(self) -> list[dict]:
-        return [{"pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf, "cycles_per_image": f.cycles}
-                for f in self.layers]
+        return sum(self.lanes)
 
     def __str__(self) -> str:
         return ",".join(str(f) for f in self.layers)
@@ -51,7 +57,7 @@ def plan_folding(net: Network, folds: list) -> FoldPlan:
     ops = foldable_ops(lower(net))
     if len(folds) != len(ops):
         raise ValueError(f"fold must give one PExSIMD per layer ({len(ops)} layers), not {len(folds)}")
-    plan = FoldPlan(tuple(op.check_fold(f) for op, f in zip(ops, folds)))
+    plan = FoldPlan.of(ops, [op.check_fold(f) for op, f in zip(ops, folds)])
     lower(net, plan)  # checks every stream between neighbours
     return plan
 
@@ -81,9 +87,9 @@ def auto_fold(net: Network, *, max_lanes: int | None = None, target_cycles: int 
     if (max_lanes is None) == (target_cycles is None):
         raise ValueError("auto_fold needs exactly one of max_lanes or target_cycles")
     ops = foldable_ops(lower(net))
-    # (lanes, cycles, fold) per op, as sorted candidates
-    options = [sorted(((f.lanes, f.cycles, f) for f in op.fold_options()),
-                      key=lambda o: (o[0], o[1], o[2].pe, o[2].simd)) for op in ops]
+    # (lanes, cycles per image, fold) per op, as sorted candidates
+    options = [sorted(((op.lanes(f), op.cycles(f), f) for f in op.fold_options()),
+                      key=lambda o: (o[0], o[1], o[2].out_lanes, o[2].in_lanes)) for op in ops]
 
     def fit(ii: int):
         chosen = []
@@ -91,18 +97,18 @@ def auto_fold(net: Network, *, max_lanes: int | None = None, target_cycles: int 
             ok = [o for o in opts if o[1] <= ii]
             if not ok:
                 return None
-            chosen.append(min(ok, key=lambda o: (o[0], o[1], -o[2].simd))[2])  # fewest lanes, then wider SIMD
+            chosen.append(min(ok, key=lambda o: (o[0], o[1], -o[2].in_lanes))[2])  # fewest lanes, then wider input
         return chosen
 
     def compatible(chosen: list) -> list:
         folds = list(chosen)
         for i in range(len(folds) - 1):
-            out, nxt = folds[i].pe, folds[i + 1].simd
+            out, nxt = folds[i].out_lanes, folds[i + 1].in_lanes
             if out % nxt and nxt % out:
                 # re-cut this op's output to a divisor/multiple of the next input, same input width
                 cands = [f for f in ops[i].fold_options()
-                         if f.simd == folds[i].simd and (f.pe % nxt == 0 or nxt % f.pe == 0)]
-                folds[i] = min(cands, key=lambda f: abs(f.pe - out))
+                         if f.in_lanes == folds[i].in_lanes and (f.out_lanes % nxt == 0 or nxt % f.out_lanes == 0)]
+                folds[i] = min(cands, key=lambda f: abs(f.out_lanes - out))
         return folds
 
     candidates = sorted({o[1] for opts in options for o in opts})
@@ -113,7 +119,7 @@ def auto_fold(net: Network, *, max_lanes: int | None = None, target_cycles: int 
         chosen = fit(ii)
         if chosen is None:
             continue
-        plan = FoldPlan(tuple(compatible(chosen)))
+        plan = FoldPlan.of(ops, compatible(chosen))
         if max_lanes is not None and plan.mac_lanes > max_lanes:
             continue
         return plan_folding(net, list(plan.layers))  # the chosen plan, checked as an explicit one would be

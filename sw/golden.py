@@ -72,12 +72,21 @@ def run_network(net: Network, x, *, raw_pixels: bool = False) -> NetworkResult:
     """Run ``x`` (``[batch, in_features]`` integers, or uint8 pixels with ``raw_pixels``)."""
     x = np.asarray(x)
     x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x[None, :]
+    if x.shape[1] == int(np.prod(net.in_shape)):
+        x = x.reshape(x.shape[0], *net.in_shape)  # else the first op refuses it, naming its layer
     if raw_pixels:
         x = net.input.apply(x)
     from .ops import lower, run_ops  # the ops' golden functions, one loop (ops import this module)
 
-    results = run_ops(lower(net), x)
-    return NetworkResult([r.out for r in results], [r.acc for r in results])
+    ops = lower(net)
+    results = run_ops(ops, x)
+    # one entry per IR layer: its last op's output and the accumulators of the op that has them
+    acts, accs = {}, {}
+    for op, r in zip(ops, results):
+        acts[op.index] = r.out
+        if r.acc is not None:
+            accs[op.index] = r.acc
+    return NetworkResult([acts[k] for k in sorted(acts)], [accs.get(k) for k in sorted(acts)])
 
 
 def mac_array_golden(x_beats, w_beats) -> np.ndarray:

@@ -10,6 +10,7 @@ below fails until it has some).
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,6 +35,10 @@ def _matrix_vector_samples():
         net = random_network([12, 8, 6], wf, af, seed=3, multiplier=mult)
         for op in lower(net, plan_folding(net, folds)):
             out.append((f"{wf}-{af}-{op.name}-{op.fold}", op))
+    # several vectors per image through one matrix (a convolution's im2col vectors)
+    net = random_network([12, 8, 6], "s3", "u2", seed=4)
+    hidden, last = lower(net, plan_folding(net, [(2, 4), (3, 2)]))
+    out += [(f"s3-u2-{op.name}-{op.fold}-3vectors", replace(op, vectors=3)) for op in (hidden, last)]
     return out
 
 
@@ -98,7 +103,7 @@ def test_every_registered_op_has_samples():
 def test_golden_equals_amaranth_simulation_with_gaps_and_stalls(op):
     x = _inputs(op, 5)
     got, _ = _simulate(op, op.in_stream.encode(x), 5 * op.out_stream.beats_per_image, gap=0.3, stall=0.3)
-    assert np.array_equal(op.out_stream.decode(got), op.golden(x).out)
+    assert np.array_equal(op.out_stream.decode(got), op.golden(x).out.reshape(len(x), -1))
 
 
 @pytest.mark.parametrize("op", CASES)
@@ -108,7 +113,7 @@ def test_cycles_equal_the_measured_steady_state(op):
     got, cycles = _simulate(op, op.in_stream.encode(x), 6 * per_image, gap=0.0, stall=0.0)
     ends = np.asarray(cycles)[per_image - 1::per_image]  # each image's last output beat
     assert np.all(np.diff(ends[1:]) == op.cycles())
-    assert np.array_equal(op.out_stream.decode(got), op.golden(x).out)
+    assert np.array_equal(op.out_stream.decode(got), op.golden(x).out.reshape(len(x), -1))
 
 
 @pytest.mark.parametrize("op", CASES)

@@ -89,10 +89,8 @@ def run(args) -> int:
                              simulation_model=not args.no_sim_model)
     print(net.describe())
     print(f"folding {plan} ({plan.mac_lanes} MAC lanes)")
-    for layer in manifest["folding"]:
-        print(f"  layer {layer['index']} {layer['name']}: PE {layer['pe']} x SIMD {layer['simd']}, "
-              f"NF {layer['nf']} x SF {layer['sf']} = {layer['expected_cycles_per_image']} cycles/image, "
-              f"{layer['acc_bits']}-bit accumulators, {layer['product']} lanes")
+    for op in manifest["folding"]:
+        print(f"  layer {op['index']} {op['name']} ({op['op']}): {op['summary']}")
     print(f"expected: {manifest['expected_cycles_per_image']} cycles per image (initiation interval)")
     sim = manifest["simulation_model"]
     if sim:

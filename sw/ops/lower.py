@@ -45,8 +45,18 @@ def lower(net: Network, plan=None) -> tuple[HardwareOp, ...]:
 
 
 def foldable_ops(ops) -> list[HardwareOp]:
-    """The ops that take a fold of their own (one per IR layer: a plan's entries, in order)."""
-    return [op for op in ops if op.fold_options()]
+    """The op of each IR layer that takes the layer's fold (a plan has one fold per IR layer:
+    the other ops of a layer follow that fold), in layer order."""
+    by_layer: dict[int, list[HardwareOp]] = {}
+    for op in ops:
+        by_layer.setdefault(op.index, [])
+        if op.fold_options():
+            by_layer[op.index].append(op)
+    for index, foldable in by_layer.items():
+        if len(foldable) != 1:
+            raise ValueError(f"layer {index} must lower to exactly one op that takes a fold (a plan holds one fold "
+                             f"per layer), not {len(foldable)}")
+    return [by_layer[k][0] for k in sorted(by_layer)]
 
 
 def check_neighbours(ops) -> None:
@@ -56,8 +66,9 @@ def check_neighbours(ops) -> None:
         sa, sb = a.out_stream, b.in_stream
         if sa.lanes % sb.lanes and sb.lanes % sa.lanes:
             raise ValueError(
-                f"layer {a.index} PE ({sa.lanes}) and layer {b.index} SIMD ({sb.lanes}) must divide one another "
-                f"(the stream between them is re-cut from {sa.lanes} to {sb.lanes} lanes)")
+                f"layer {a.index} output lanes ({sa.lanes}: its PE) and layer {b.index} input lanes ({sb.lanes}: its "
+                f"SIMD) must divide one another (the stream between them is re-cut from {sa.lanes} to {sb.lanes} "
+                f"lanes)")
         if sa.elements != sb.elements:
             raise ValueError(f"op {a.name!r} emits {sa.elements} values per image but op {b.name!r} takes "
                              f"{sb.elements}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from ..ir import DenseLayer
 from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, param_banks, weight_banks
 from ..specs import MacArraySpec, RequantSpec
@@ -55,6 +57,16 @@ class LayerFold:
     def lanes(self) -> int:
         return self.pe * self.simd
 
+    @property
+    def in_lanes(self) -> int:
+        """Lanes of the input stream (SIMD)."""
+        return self.simd
+
+    @property
+    def out_lanes(self) -> int:
+        """Lanes of the output stream (PE)."""
+        return self.pe
+
     def __str__(self) -> str:
         return f"{self.pe}x{self.simd}"
 
@@ -70,11 +82,15 @@ class MatrixVectorOp(HardwareOp):
         Position of the layer in its network (names its memories ``layer{index}_*``).
     fold : LayerFold or None
         ``None`` for an unfolded op (golden model, fold options only).
+    vectors : int
+        Input vectors per image, each multiplied by the same matrix (1 for a dense layer;
+        OH·OW for a convolution's im2col vectors).
     """
 
     layer: DenseLayer
     index: int = 0
     fold: LayerFold | None = None
+    vectors: int = 1
 
     kind = "matrix_vector"
 
@@ -87,8 +103,12 @@ class MatrixVectorOp(HardwareOp):
         from ..golden import dense_accumulate
         from ..requant import requantize
 
-        acc = dense_accumulate(x, self.layer)
-        return OpResult(acc if self.layer.requant is None else requantize(acc, self.layer.requant), acc)
+        x = np.asarray(x)
+        batch = x.shape[0] if x.ndim > 1 else 1
+        acc = dense_accumulate(x.reshape(batch * self.vectors, self.layer.in_features), self.layer)
+        out = acc if self.layer.requant is None else requantize(acc, self.layer.requant)
+        shape = (batch, self.layer.out_features) if self.vectors == 1 else (batch, self.vectors, self.layer.out_features)
+        return OpResult(out.reshape(shape), acc.reshape(shape))
 
     # ---- folding --------------------------------------------------------------------------
     def check_fold(self, fold) -> LayerFold:
@@ -101,6 +121,10 @@ class MatrixVectorOp(HardwareOp):
                 raise FoldError(f"fold of layer {self.name!r} must be (pe, simd), not {fold!r}") from None
         check_fold(self.layer.out_features, self.layer.in_features, pe, simd, name=self.name)
         return LayerFold(int(pe), int(simd), self.layer.out_features, self.layer.in_features)
+
+    def cycles(self, fold=None) -> int:
+        """NF·SF cycles per vector (the MAC array takes one beat per cycle), for each vector."""
+        return self.vectors * (fold if fold is not None else self._need_fold("cycles")).cycles
 
     def fold_options(self) -> list[LayerFold]:
         rows, cols = self.layer.out_features, self.layer.in_features
@@ -136,13 +160,13 @@ class MatrixVectorOp(HardwareOp):
     def in_stream(self) -> StreamShape:
         f = self._need_fold("input stream")
         fmt = self.layer.in_format
-        return StreamShape(f.simd, fmt.bits, f.sf, 1, fmt)
+        return StreamShape(f.simd, fmt.bits, f.sf, self.vectors, fmt)
 
     @property
     def out_stream(self) -> StreamShape:
         f = self._need_fold("output stream")
         rq = self.layer.requant
-        return StreamShape(f.pe, self.out_lane_bits, f.nf, 1, None if rq is None else rq.out_format)
+        return StreamShape(f.pe, self.out_lane_bits, f.nf, self.vectors, None if rq is None else rq.out_format)
 
     # ---- memories -------------------------------------------------------------------------
     def memories(self) -> tuple:
@@ -221,8 +245,11 @@ class MatrixVectorOp(HardwareOp):
             "index": self.index, "name": l.name, "op": self.kind, "rows": l.out_features, "cols": l.in_features,
             "weight_format": str(l.weight_format), "in_format": str(l.in_format),
             "out": "logits" if rq is None else str(rq.out_format),
-            "pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf,
+            "pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf, "vectors": self.vectors,
             "acc_bits": mac.acc_bits, "product": mac.product,
-            "expected_cycles_per_image": f.cycles,
+            "expected_cycles_per_image": self.cycles(),
+            "summary": (f"PE {f.pe} x SIMD {f.simd}, NF {f.nf} x SF {f.sf}"
+                        + (f" x {self.vectors} vectors" if self.vectors > 1 else "")
+                        + f" = {self.cycles()} cycles/image, {mac.acc_bits}-bit accumulators, {mac.product} lanes"),
             "in_stream": self.in_stream.to_json(), "out_stream": self.out_stream.to_json(),
         }
