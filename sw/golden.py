@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ir import DenseLayer, Network
-from .requant import requantize, round_shift
+from .requant import requantize, rounded
 
 __all__ = ["dense_accumulate", "dense_forward", "run_network", "NetworkResult", "mac_array_golden",
            "argmax_lowest"]
@@ -54,18 +54,25 @@ class NetworkResult:
     def classes(self) -> np.ndarray:
         return argmax_lowest(self.logits)
 
+    def _rounded(self, net: Network):
+        """Per layer ``(requant, values before the clip)``, or None for raw logits and bipolar
+        outputs (which take a sign and never clip)."""
+        out = []
+        for layer, acc in zip(net.layers, self.accumulators):
+            rq = getattr(layer, "requant", None)
+            ok = rq is not None and acc is not None and rq.out_format.kind.value != "bipolar"
+            out.append((rq, rounded(acc, rq)) if ok else None)
+        return out
+
+    def clip_rates(self, net: Network) -> list[tuple[float, float] | None]:
+        """Per layer ``(share of outputs clipped at hi, share clipped at lo)``; None where nothing clips."""
+        return [None if r is None else (float(np.mean(r[1] > r[0].hi)), float(np.mean(r[1] < r[0].lo)))
+                for r in self._rounded(net)]
+
     def saturation(self, net: Network) -> list[float]:
         """Share of each layer's outputs sitting on the clip bounds (NaN for raw logits)."""
-        rates = []
-        for layer, acc, out in zip(net.layers, self.accumulators, self.activations):
-            rq = layer.requant
-            if rq is None or rq.out_format.kind.value == "bipolar":
-                rates.append(float("nan"))
-                continue
-            m, s = rq.per_channel(layer.out_features)
-            v = round_shift(acc * m, s, rq.rounding)
-            rates.append(float(np.mean((v < rq.lo) | (v > rq.hi))))
-        return rates
+        return [float("nan") if r is None else float(np.mean((r[1] < r[0].lo) | (r[1] > r[0].hi)))
+                for r in self._rounded(net)]
 
 
 def run_network(net: Network, x, *, raw_pixels: bool = False) -> NetworkResult:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .formats import IntFormat, Kind, Rounding, parse_format
 
-__all__ = ["RequantParams", "round_shift", "requantize", "MAX_SHIFT", "MAX_MULTIPLIER_BITS"]
+__all__ = ["RequantParams", "round_shift", "rounded", "requantize", "MAX_SHIFT", "MAX_MULTIPLIER_BITS"]
 
 MAX_SHIFT = 48
 MAX_MULTIPLIER_BITS = 16
@@ -165,8 +165,9 @@ class RequantParams:
         return self.to_json() == other.to_json()
 
 
-def requantize(acc, params: RequantParams, *, channel_axis: int = -1) -> np.ndarray:
-    """Apply ``params`` to int64 accumulators (bias already added), channels on ``channel_axis``."""
+def rounded(acc, params: RequantParams, *, channel_axis: int = -1) -> np.ndarray:
+    """``round_shift(acc·m, s)`` per channel: the value :func:`requantize` then clips (or takes
+    the sign of, for a bipolar output); saturation reports compare it with the bounds."""
     acc = np.asarray(acc, dtype=np.int64)
     channels = acc.shape[channel_axis] if acc.ndim else 1
     m, s = params.per_channel(channels)
@@ -176,7 +177,12 @@ def requantize(acc, params: RequantParams, *, channel_axis: int = -1) -> np.ndar
         m, s = m.reshape(shape), s.reshape(shape)
     else:
         m, s = m[0], s[0]
-    v = round_shift(acc * m, s, params.rounding)
+    return round_shift(acc * m, s, params.rounding)
+
+
+def requantize(acc, params: RequantParams, *, channel_axis: int = -1) -> np.ndarray:
+    """Apply ``params`` to int64 accumulators (bias already added), channels on ``channel_axis``."""
+    v = rounded(acc, params, channel_axis=channel_axis)
     if params.out_format.kind is Kind.BIPOLAR:
         return np.where(v >= 0, 1, -1).astype(np.int64)
     return np.clip(v, params.lo, params.hi)

@@ -239,10 +239,10 @@ def load_checkpoint(path, *, preset: str | None = None, in_features: int | None 
         else:
             raise CheckpointError(f"{str(path)!r} is a lowbit checkpoint of version {version!r}; this lowbit reads "
                                   f"versions 1 and {CHECKPOINT_VERSION}{hint}")
-    except (KeyError, TypeError, GraphError) as e:
+        arch = mlp_arch(model)
+    except (KeyError, TypeError, IndexError, GraphError) as e:
         raise CheckpointError(f"{str(path)!r} is a damaged lowbit checkpoint of version {version!r} "
                               f"({type(e).__name__}: {e}){hint}") from None
-    arch = mlp_arch(model)
     if preset is not None:
         want = list(_check_preset(preset))
         if list(arch["hidden"]) != want:

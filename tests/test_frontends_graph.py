@@ -144,7 +144,10 @@ def test_plan_keyed_by_layer_name(graph):
     # a plan built elsewhere (an importer's) with the same quantizers gives the same IR
     handed = QuantPlan(dict(plan.weights), dict(plan.acts), plan.input, plan.transform, plan.requant,
                        plan.multiplier_bits, dict(plan.metadata))
-    assert export_network(graph, handed).to_header() == net.to_header()
+    again = export_network(graph, handed)
+    assert again.to_header() == net.to_header()
+    assert all(np.array_equal(a.weights, b.weights) and np.array_equal(a.bias, b.bias)
+               for a, b in zip(again.layers, net.layers))
     bad = QuantPlan({"a": plan.weights[0], "fc1": plan.weights[1], "fc2": plan.weights[2]}, dict(plan.acts),
                     plan.input, plan.transform)
     with pytest.raises(QuantError, match=r"plan weights must be keyed by the graph's layers \['fc0', 'fc1', 'fc2'\] "

@@ -18,20 +18,7 @@ def add_arguments(parser) -> None:
 
 def layer_clip_rates(net, result):
     """Per layer ``(share above hi, share below lo)``; None for raw-logit or bipolar layers."""
-    import numpy as np
-
-    from lowbit.sw.requant import round_shift
-
-    rates = []
-    for layer, acc in zip(net.layers, result.accumulators):
-        rq = layer.requant
-        if rq is None or rq.out_format.kind.value == "bipolar":
-            rates.append(None)
-            continue
-        m, s = rq.per_channel(layer.out_features)
-        v = round_shift(acc * m, s, rq.rounding)
-        rates.append((float(np.mean(v > rq.hi)), float(np.mean(v < rq.lo))))
-    return rates
+    return result.clip_rates(net)
 
 
 def run(args) -> int:
