@@ -12,6 +12,18 @@ def ckpt(tmp_path_factory):
     return p
 
 
+def test_quantize_input_bits(ckpt, tmp_path, capsys):
+    from lowbit.sw.ir import Network
+
+    ir = tmp_path / "b.npz"
+    assert main(["quantize", "--checkpoint", str(ckpt), "--dataset", "digits", "--method", "binary", "-a", "1",
+                 "--input-bits", "8", "--calib", "300", "--out", str(ir)]) == 0
+    net = Network.load(ir)
+    assert net.name == "binary_w1a1_in8" and net.metadata["input_bits"] == 8
+    assert net.input.kind == "shift" and net.input.amount == 0 and str(net.layers[0].in_format) == "u8"
+    assert "golden-model (integer) test accuracy" in capsys.readouterr().out
+
+
 def test_quantize_then_eval(ckpt, tmp_path, capsys):
     ir = tmp_path / "n.npz"
     assert main(["quantize", "--checkpoint", str(ckpt), "--dataset", "digits", "--method", "pow2", "-w", "4",
@@ -50,6 +62,11 @@ def test_bad_input(ckpt, argv, message, capsys):
     (["--method", "wage", "--wage-epochs", "-1"], "--wage-epochs must be a non-negative integer, not -1"),
     (["--preset", "xfc"], "--preset must be one of tfc, sfc, lfc, not 'xfc'"),
     (["--qat", "--qat-epochs", "-2"], "--qat-epochs must be a non-negative integer, not -2"),
+    (["--input-bits", "9"], "input_bits for method 'pow2' must be an integer in 1..8, not 9"),
+    (["--method", "scaled", "--input-bits", "0"], "input_bits for method 'scaled' must be an integer in 1..8, not 0"),
+    (["--method", "wage", "--input-bits", "8"], "--input-bits must be left out with --method wage (its first layer "
+                                                "takes 8-bit pixels"),
+    (["--method", "minifloat", "--input-bits", "4"], "--input-bits must be left out with --method minifloat"),
 ])
 def test_quantize_checks_options_before_loading_data_or_training(argv, message, tmp_path, monkeypatch, capsys):
     """`lowbit quantize -w 0` used to train the float model for 10 epochs before refusing."""

@@ -30,7 +30,11 @@ def fake_logits(model, plan, ds):
 
 CASES = [("pow2", 8, 8, {}, 0.02), ("pow2", 4, 4, {}, 0.05), ("dfp", 8, 8, {}, 0.03),
          ("scaled", 4, 4, {"granularity": "channel"}, 0.05), ("scaled", 4, 4, {"granularity": "layer"}, 0.06),
-         ("ternary", 2, 8, {"cluster": 4}, 0.15), ("binary", 1, 4, {}, 0.45), ("binary", 1, 1, {}, 0.6)]
+         ("ternary", 2, 8, {"cluster": 4}, 0.15), ("binary", 1, 4, {}, 0.45), ("binary", 1, 1, {}, 0.6),
+         # the first layer's input width on its own (--input-bits): 8-bit pixels, or fewer bits than -a
+         ("pow2", 2, 2, {"input_bits": 8}, 0.3), ("dfp", 4, 4, {"input_bits": 2}, 0.1),
+         ("scaled", 3, 3, {"input_bits": 8}, 0.1), ("ternary", 2, 4, {"input_bits": 8}, 0.2),
+         ("binary", 1, 1, {"input_bits": 8}, 0.6), ("binary", 1, 2, {"input_bits": 1}, 0.6)]
 
 
 @pytest.mark.parametrize("method,wb,ab,opts,max_loss", CASES)
@@ -38,7 +42,8 @@ def test_method_ir_matches_plan(setup, method, wb, ab, opts, max_loss):
     ds, model, base = setup
     calib = ds.x_train[:500]
     plan = make_plan(model, method, wb, ab, calib, **opts)
-    net = export_network(model, plan, name=f"{method}_w{plan.metadata['weight_bits']}a{ab}")
+    ib = f"_in{opts['input_bits']}" if "input_bits" in opts else ""
+    net = export_network(model, plan, name=f"{method}_w{plan.metadata['weight_bits']}a{ab}{ib}")
     res = run_network(net, ds.x_test, raw_pixels=True)
     fake = fake_logits(model, plan, ds)
     if plan.requant == "shift" or ab == 1:
@@ -47,8 +52,10 @@ def test_method_ir_matches_plan(setup, method, wb, ab, opts, max_loss):
         s_acc = plan.acts[-1].scale * plan.weights[-1].scale[0]
         assert np.allclose(fake, s_acc * res.logits, rtol=1e-4, atol=1e-3 * s_acc)
     else:
-        # multipliers round each requantization ratio to 16 bits: near-identical classes
-        assert np.mean(fake.argmax(1) == res.classes) >= 0.99
+        # multipliers round each requantization ratio to 16 bits: near-identical classes (the
+        # class the fake pass picks is a largest integer logit: small integer logits often tie)
+        picked = res.logits[np.arange(len(fake)), fake.argmax(1)]
+        assert np.mean(picked == res.logits.max(1)) >= 0.99
     acc = float(np.mean(res.classes == ds.y_test))
     assert acc >= base - max_loss
     assert net.layers[-1].requant is None
@@ -84,6 +91,39 @@ def test_ternary_clusters(setup, cluster, expected):
     assert t["cluster"] == cluster and 0.98 < t["mults_replaced_share"] < 1
 
 
+@pytest.mark.parametrize("method,wb,ab,opts", [("pow2", 4, 4, {}), ("binary", 1, 1, {}), ("scaled", 2, 2, {}),
+                                               ("ternary", 2, 8, {"cluster": 4})])
+def test_input_bits_default_is_min_act_bits(setup, method, wb, ab, opts):
+    """Without input_bits every IR is what it was; naming the default width changes nothing but
+    the metadata and the name that record the option."""
+    ds, model, _ = setup
+    calib = ds.x_train[:300]
+    default = quantize(model, method, wb, ab, calib, **opts)
+    ib = 1 if method == "binary" else min(ab, 8)
+    named = quantize(model, method, wb, ab, calib, input_bits=ib, **opts)
+    assert "input_bits" not in default.metadata and named.metadata.pop("input_bits") == ib
+    assert named.name == default.name.replace(f"a{ab}", f"a{ab}_in{ib}")
+    named.name = default.name
+    assert named.to_header() == default.to_header()
+    assert all(np.array_equal(a.weights, b.weights) and np.array_equal(a.bias, b.bias)
+               for a, b in zip(named.layers, default.layers))
+
+
+@pytest.mark.parametrize("method,wb,ab", [("pow2", 2, 2), ("binary", 1, 1), ("ternary", None, 4)])
+def test_input_bits_8_keeps_pixels(setup, method, wb, ab):
+    ds, model, _ = setup
+    net = quantize(model, method, wb, ab, ds.x_train[:300], input_bits=8)
+    assert net.input.kind == "shift" and net.input.amount == 0
+    assert str(net.layers[0].in_format) == "u8"
+    later = "bipolar" if ab == 1 else f"u{ab}"
+    assert all(str(l.in_format) == later for l in net.layers[1:])
+    if method == "binary":  # bipolar weights against unsigned pixels: the products are ±pixel
+        assert str(net.layers[0].weight_format) == "bipolar"
+    x = ds.x_test[:50]
+    assert np.array_equal(run_network(net, x, raw_pixels=True).activations[0],
+                          run_network(net, x.astype(np.int64), raw_pixels=False).activations[0])
+
+
 def test_binary_w1a1_is_bipolar(setup):
     ds, model, _ = setup
     net = quantize(model, "binary", 1, 1, ds.x_train[:500])
@@ -110,6 +150,10 @@ def test_ir_save_load(setup, tmp_path):
     (dict(method="ternary", cluster="x"), "cluster for method 'ternary' must be a positive integer"),
     (dict(method="binary", weight_bits=2), "weight_bits for method 'binary' must be an integer in 1..1, not 2"),
     (dict(method="wage"), "method 'wage' is not a post-training quantizer"),
+    (dict(method="pow2", input_bits=9), "input_bits for method 'pow2' must be an integer in 1..8, not 9 (pixels have "
+                                        "8 bits)"),
+    (dict(method="binary", input_bits=0), "input_bits for method 'binary' must be an integer in 1..8, not 0"),
+    (dict(method="ternary", input_bits="8"), "input_bits for method 'ternary' must be an integer in 1..8, not '8'"),
 ])
 def test_bad_parameters(setup, call, message):
     ds, model, _ = setup

@@ -36,7 +36,8 @@ def test_qat_improves_w2a2_and_is_deterministic(setup):
 
 
 @pytest.mark.parametrize("method,wb,ab,opts", [("ternary", 2, 8, {"cluster": 4}), ("binary", 1, 1, {}),
-                                               ("scaled", 2, 2, {}), ("dfp", 3, 3, {})])
+                                               ("binary", 1, 1, {"input_bits": 8}), ("scaled", 2, 2, {}),
+                                               ("dfp", 3, 3, {})])
 def test_qat_other_methods_export(setup, method, wb, ab, opts):
     ds, model = setup
     net = quantize(model, method, wb, ab, ds.x_train[:500], qat=True, train_data=(ds.x_train, ds.y_train),

@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", default="pow2", help="pow2, scaled, dfp, ternary, binary, wage or minifloat")
     parser.add_argument("--weight-bits", "-w", type=int, default=None, help="weight bits (method default if omitted)")
     parser.add_argument("--act-bits", "-a", type=int, default=None, help="activation bits (method default if omitted)")
+    parser.add_argument("--input-bits", type=int, default=None,
+                        help="the first layer's input width, pixel >> (8 - N), N in 1..8 (default: min(act bits, 8); "
+                             "binary W1A1: bipolar pixel >= 128); 8 keeps the raw pixels")
     parser.add_argument("--checkpoint", default=None,
                         help="float32 checkpoint (default: train or reuse build/models/<preset>_<dataset>_s<seed>_e<epochs>.pt)")
     parser.add_argument("--preset", default="sfc", help="preset when no --checkpoint is given")
@@ -33,9 +36,12 @@ def add_arguments(parser) -> None:
 
 
 def method_options(args) -> dict:
-    return {"scaled": {"granularity": args.granularity, "multiplier_bits": args.multiplier_bits},
+    opts = {"scaled": {"granularity": args.granularity, "multiplier_bits": args.multiplier_bits},
             "ternary": {"cluster": args.cluster, "multiplier_bits": args.multiplier_bits},
             "binary": {"multiplier_bits": args.multiplier_bits}}.get(args.method, {})
+    if args.input_bits is not None:
+        opts["input_bits"] = args.input_bits
+    return opts
 
 
 def check_arguments(args) -> None:
@@ -49,6 +55,10 @@ def check_arguments(args) -> None:
         raise ValueError(f"--calib must be at least 1, not {args.calib!r}")
     if args.method in METHODS:
         check_options(args.method, args.weight_bits, args.act_bits, **method_options(args))
+    elif args.input_bits is not None:
+        why = "its first layer takes 8-bit pixels" if args.method == "wage" else "float emulation has no integer input"
+        raise ValueError(f"--input-bits must be left out with --method {args.method} ({why}; it applies to "
+                         f"{', '.join(METHODS)}), not {args.input_bits!r}")
     if args.method == "wage":
         from lowbit.sw.quant.wage import parse_wage_bits
 

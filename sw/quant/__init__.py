@@ -30,6 +30,12 @@ method        weights     acts      options
 ``binary``    bipolar     bipolar   ``multiplier_bits`` (act_bits ≥ 2: unsigned)
                           or u2..
 ============  ==========  ========  ==============================================
+
+Every method also takes ``input_bits`` (1..8): the width of the first layer's input,
+``pixel >> (8 - input_bits)``, independent of ``act_bits``. By default it is
+``min(act_bits, 8)`` (binary W1A1: the bipolar ``pixel >= 128``); ``input_bits=8`` keeps the
+raw pixels, as FINN's networks do. When given it is recorded in the IR metadata and the
+network's name (``…_in8``).
 """
 
 from __future__ import annotations
@@ -70,13 +76,17 @@ def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=No
     mod = _module(method)
     if calib_data is None:
         raise QuantError("calib_data must be uint8 pixels of a few hundred or more images, not None")
-    return mod.plan(model, *_bits(method, weight_bits, act_bits), calib_data, **opts)
+    plan = mod.plan(model, *_bits(method, weight_bits, act_bits), calib_data, **opts)
+    if opts.get("input_bits") is not None:
+        # only when asked: an IR made without the option stays exactly what it was
+        plan.metadata["input_bits"] = int(opts["input_bits"])
+    return plan
 
 
 def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, qat: bool = False,
              train_data=None, qat_epochs: int = 3, seed: int = 0, progress: bool = True, name: str | None = None,
              **opts):
-    """Quantize a float MLP to the integer IR (see the module docstring)."""
+    """Quantize a float graph to the integer IR (see the module docstring)."""
     plan = make_plan(model, method, weight_bits, act_bits, calib_data, **opts)
     if qat:
         from .qat import qat_finetune
@@ -86,4 +96,5 @@ def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=Non
         model = qat_finetune(model, plan, *train_data, epochs=qat_epochs, seed=seed, progress=progress)
         plan.metadata.update(qat=True, qat_epochs=qat_epochs)
     wb, ab = plan.metadata["weight_bits"], plan.metadata["act_bits"]
-    return export_network(model, plan, name or f"{method}_w{wb}a{ab}{'_qat' if qat else ''}")
+    ib = f"_in{plan.metadata['input_bits']}" if "input_bits" in plan.metadata else ""
+    return export_network(model, plan, name or f"{method}_w{wb}a{ab}{ib}{'_qat' if qat else ''}")

@@ -5,7 +5,8 @@ last layer). With ``act_bits = 1`` the activations are bipolar too: the input is
 ``pixel >= 128``, and each hidden unit outputs ``+1`` when its pre-activation reaches the
 threshold ``c/2`` of a ``{0, c}`` ReLU quantizer (``c`` fitted to calibration data); that
 threshold becomes the integer bias, so the requantizer only takes a sign (FINN's
-XNOR-popcount-threshold). With ``act_bits ≥ 2`` activations are ``u{b}`` with a real
+XNOR-popcount-threshold); ``input_bits ≥ 2`` keeps unsigned pixels into the first layer
+instead (FINN's networks take 8-bit pixels there). With ``act_bits ≥ 2`` activations are ``u{b}`` with a real
 scale and per-channel multiplier requantization.
 """
 
@@ -14,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import IntFormat
-from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, mse_scale,
-                   quant_stages)
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits, input_spec,
+                   mse_scale, quant_stages)
 from .scaled import real_act_scale
 
 NAME = "binary"
@@ -34,18 +35,24 @@ def bipolar_act(a: np.ndarray) -> ActSpec:
     return ActSpec("bipolar", 1, c / 2, c / 2)
 
 
-def check(weight_bits=1, act_bits=1, *, multiplier_bits: int = 16) -> tuple[int, int]:
+def check(weight_bits=1, act_bits=1, *, multiplier_bits: int = 16, input_bits=None) -> tuple[int, int]:
     """The option check of :func:`plan` (no model needed): ``(act_bits, multiplier_bits)``."""
     if weight_bits is not None:
         check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (binary weights take 1 bit)")
-    return check_bits(NAME, "act_bits", act_bits, *ACT_BITS), check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
+    ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
+    mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
+    check_input_bits(NAME, input_bits)
+    return ab, mb
 
 
-def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, multiplier_bits: int = 16) -> QuantPlan:
-    ab, mb = check(weight_bits, act_bits, multiplier_bits=multiplier_bits)
+def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, multiplier_bits: int = 16,
+         input_bits=None) -> QuantPlan:
+    ab, mb = check(weight_bits, act_bits, multiplier_bits=multiplier_bits, input_bits=input_bits)
     stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
-    a_in, transform = input_spec(ab, bipolar=ab == 1)
+    # W1A1's default input is bipolar (pixel ≥ 128); input_bits ≥ 2 gives the first layer
+    # unsigned pixels against its bipolar weights (a product is the input or its negation)
+    a_in, transform = input_spec(ab, bipolar=ab == 1, input_bits=input_bits)
     wqs, acts = {}, {}
     for st in stages:
         w, _ = st.float_params()

@@ -38,7 +38,7 @@ from ..ir import InputTransform, Network
 from ..requant import MAX_SHIFT, RequantParams
 
 __all__ = ["ActSpec", "WeightQuant", "QuantPlan", "fake_forward", "export_network", "input_spec",
-           "calibration_activations", "quant_stages", "multiplier_shift", "mse_scale", "pow2_mse_scale",
+           "check_input_bits", "INPUT_BITS", "calibration_activations", "quant_stages", "multiplier_shift", "mse_scale", "pow2_mse_scale",
            "ste_round", "check_bits", "QuantError"]
 
 
@@ -88,15 +88,29 @@ class ActSpec:
         return zc + (q - zc).detach()
 
 
-def input_spec(act_bits: int, bipolar: bool = False) -> tuple[ActSpec, InputTransform]:
+#: the first layer's input width: raw pixels are 8 bits
+INPUT_BITS = (1, 8)
+
+
+def check_input_bits(method: str, input_bits) -> int | None:
+    """``input_bits`` checked (``None``: the method's default, ``min(act_bits, 8)``)."""
+    if input_bits is None:
+        return None
+    return check_bits(method, "input_bits", input_bits, *INPUT_BITS, " (pixels have 8 bits)")
+
+
+def input_spec(act_bits: int, bipolar: bool = False, input_bits: int | None = None) -> tuple[ActSpec, InputTransform]:
     """The first layer's input: ``pixel >> (8 - b)`` (unsigned) or ``pixel >= 128`` (bipolar).
 
-    The float model sees ``pixel / 256``; ``pixel >> (8 - b)`` times ``2^(8-b) / 256`` is that
-    value truncated to b bits. A bipolar input stands for {0, 1}.
+    ``b`` is ``input_bits``, by default ``min(act_bits, 8)``: the first layer's input is as
+    wide as the other layers' unless asked otherwise (FINN keeps 8-bit pixels). ``bipolar``
+    (binary W1A1) makes a 1-bit input bipolar instead of ``u1``. The float model sees
+    ``pixel / 256``; ``pixel >> (8 - b)`` times ``2^(8-b) / 256`` is that value truncated to
+    b bits. A bipolar input stands for {0, 1}.
     """
-    if bipolar:
+    b = min(int(act_bits), 8) if input_bits is None else int(input_bits)
+    if bipolar and b == 1:
         return ActSpec("bipolar", 1, 0.5, 0.5), InputTransform("threshold", 128)
-    b = min(int(act_bits), 8)
     return ActSpec("uint", b, 2.0 ** (8 - b) / 256.0), InputTransform("shift", 8 - b)
 
 

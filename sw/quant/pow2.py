@@ -7,7 +7,8 @@ error; activation scales minimise the error on calibration activations, and are 
 below ``s_in·s_w`` so that every shift is ≥ 0.
 
 Weights are two's complement ``s{b}`` (b = 2..16), activations unsigned ``u{b}``
-(b = 1..16) after ReLU; the input is ``pixel >> (8 - min(b, 8))``.
+(b = 1..16) after ReLU; the input is ``pixel >> (8 - min(b, 8))``, or ``pixel >> (8 -
+input_bits)``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import IntFormat
-from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec, pow2_mse_scale,
-                   quant_stages)
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits, input_spec,
+                   pow2_mse_scale, quant_stages)
 
 NAME = "pow2"
 WEIGHT_BITS = (2, 16)
@@ -32,19 +33,21 @@ def act_scale(a, bits: int, min_scale: float) -> float:
     return pow2_mse_scale(a, 0, (1 << bits) - 1, min_scale)
 
 
-def check(weight_bits=4, act_bits=4, *, method: str = NAME) -> tuple[int, int]:
+def check(weight_bits=4, act_bits=4, *, method: str = NAME, input_bits=None) -> tuple[int, int]:
     """The option check of :func:`plan` (no model needed): ``(weight_bits, act_bits)``."""
-    return (check_bits(method, "weight_bits", weight_bits, *WEIGHT_BITS, HINT),
-            check_bits(method, "act_bits", act_bits, *ACT_BITS))
+    wb = check_bits(method, "weight_bits", weight_bits, *WEIGHT_BITS, HINT)
+    ab = check_bits(method, "act_bits", act_bits, *ACT_BITS)
+    check_input_bits(method, input_bits)
+    return wb, ab
 
 
 def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, method: str = NAME,
-         weight_scale=weight_scale, act_scale=act_scale) -> QuantPlan:
+         weight_scale=weight_scale, act_scale=act_scale, input_bits=None) -> QuantPlan:
     """Build the plan (see the module docstring); ``calib`` are uint8 pixels."""
-    wb, ab = check(weight_bits, act_bits, method=method)
+    wb, ab = check(weight_bits, act_bits, method=method, input_bits=input_bits)
     stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
-    a_in, transform = input_spec(ab)
+    a_in, transform = input_spec(ab, input_bits=input_bits)
     input_act = a_in
     wqs, acts = {}, {}
     for st in stages:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..formats import IntFormat
-from .core import (ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, input_spec,
-                   quant_stages)
+from .core import (ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits,
+                   input_spec, quant_stages)
 from .scaled import real_act_scale
 
 NAME = "ternary"
@@ -63,21 +63,23 @@ def ternarize(w: np.ndarray, cluster: int | None) -> WeightQuant:
     return WeightQuant("ternary", IntFormat.ternary(), scale, thr)
 
 
-def check(weight_bits=2, act_bits=8, *, cluster=4, multiplier_bits: int = 16) -> tuple[int, int, int | None]:
+def check(weight_bits=2, act_bits=8, *, cluster=4, multiplier_bits: int = 16,
+          input_bits=None) -> tuple[int, int, int | None]:
     """The option check of :func:`plan` (no model needed): ``(act_bits, multiplier_bits, cluster size)``."""
     if weight_bits is not None:
         check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (ternary weights take 2 bits)")
     ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
     mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
+    check_input_bits(NAME, input_bits)
     return ab, mb, parse_cluster(cluster)
 
 
 def plan(model, weight_bits: int | None = 2, act_bits: int = 8, calib=None, *, cluster=4,
-         multiplier_bits: int = 16) -> QuantPlan:
-    ab, mb, n = check(weight_bits, act_bits, cluster=cluster, multiplier_bits=multiplier_bits)
+         multiplier_bits: int = 16, input_bits=None) -> QuantPlan:
+    ab, mb, n = check(weight_bits, act_bits, cluster=cluster, multiplier_bits=multiplier_bits, input_bits=input_bits)
     stages = quant_stages(model)
     acts_f = calibration_activations(model, calib)
-    a_in, transform = input_spec(ab)
+    a_in, transform = input_spec(ab, input_bits=input_bits)
     wqs, acts = {}, {}
     products = zeros = outputs = scales = 0
     for st in stages:
