@@ -7,15 +7,40 @@ with QAT (≤ 4 bits, and ternary N=4 A8), ternary at 8-bit activations for ever
 minifloat (float emulation, reported apart: a few formats plus the fast precision
 search against the exhaustive one). Every integer number is the golden model's accuracy
 on the whole test set. Writes ``<output>/accuracy.md`` and ``<output>/accuracy.csv``.
+
+``--input-bits`` sets the first layer's input width (``8``: every method; ``binary=8``: one
+method's rows); those rows say ``inN`` in their configuration, and the ``input_bits`` column
+gives every integer row's first-layer input width.
+
+Every row is cached in ``<output>/cache/`` as soon as it is computed, so an interrupted run
+resumes where it stopped; ``--no-cache`` recomputes (and rewrites) every row. A row's key
+(:func:`row_key`) holds everything its number depends on: the preset, the dataset's content
+(a digest of its arrays), the float checkpoint's SHA-256 (WAGE rows, trained from scratch,
+have none), the method, bit widths and options, the mode with its QAT epochs, the seed and
+the calibration size, and the code version (:func:`code_version`: a digest of the sources of
+the quantizers, the float graph, training, the IR and the golden model). A row whose key
+changed is recomputed; stale entries are never read again.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
 
 from .common import add_output_argument
 from .train import add_dataset_arguments, resolve_dataset
 
 HELP = "write the accuracy table (markdown and CSV) of every method and bit width"
 DESCRIPTION = __doc__
+
+#: bump when the meaning of a cached row changes in a way the code digest cannot see
+CACHE_VERSION = 1
+#: the sources (under ``sw/``) that decide a row's number: quantizers, float layers and passes,
+#: training (float checkpoints and QAT's loop), the IR, numerics and the golden model (ops)
+CODE_SOURCES = ("quant", "frontends", "ops", "train.py", "ir.py", "golden.py", "requant.py", "formats.py", "specs.py")
+FIELDS = ["preset", "method", "config", "bits", "mode", "accuracy", "delta", "notes", "input_bits", "seconds"]
 
 
 def add_arguments(parser) -> None:
@@ -29,16 +54,144 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calib", type=int, default=2000, help="calibration images")
     parser.add_argument("--qat-epochs", type=int, default=3, help="QAT fine-tuning epochs (0: no QAT)")
     parser.add_argument("--wage-epochs", type=int, default=10, help="WAGE training epochs (0: skip WAGE)")
+    parser.add_argument("--input-bits", default="",
+                        help="first-layer input width: N for every method, or METHOD=N,... (e.g. binary=8); "
+                             "default min(A, 8)")
     parser.add_argument("--no-minifloat", action="store_true", help="skip the minifloat section")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every row (the cache is rewritten)")
     add_output_argument(parser, "build/reports", "output folder", "--out")
 
 
+# ---- the row cache ----------------------------------------------------------------------
+def code_version() -> str:
+    """A digest of the sources in :data:`CODE_SOURCES` (their paths and bytes)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for part in CODE_SOURCES:
+        p = root / part
+        for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_digest(ds) -> str:
+    """A digest of a dataset's arrays (shapes, dtypes and bytes): the same name with other
+    files (a user's MNIST, another split) is another dataset."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()[:20]
+
+
+def row_key(**fields) -> dict:
+    """The key of one cached row: the fields given plus the cache's version (JSON values)."""
+    return {"cache_version": CACHE_VERSION, **fields}
+
+
+@dataclass(frozen=True)
+class RowCache:
+    """One JSON file per row, ``<folder>/<sha256 of the key>.json`` holding ``{"key", "value"}``.
+
+    ``read=False`` ignores what is there (and overwrites it). A file that cannot be read, or
+    whose stored key differs from the one asked for, is a miss.
+    """
+
+    folder: Path
+    read: bool = True
+
+    @staticmethod
+    def digest(key: dict) -> str:
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path(self, key: dict) -> Path:
+        return self.folder / f"{self.digest(key)}.json"
+
+    def get(self, key: dict) -> dict | None:
+        if not self.read:
+            return None
+        try:
+            entry = json.loads(self.path(key).read_text())
+        except (OSError, ValueError):
+            return None
+        # the stored key is compared too: a digest collision or a hand-edited file is a miss
+        if not isinstance(entry, dict) or entry.get("key") != json.loads(json.dumps(key)):
+            return None
+        return entry.get("value") if isinstance(entry.get("value"), dict) else None
+
+    def put(self, key: dict, value: dict) -> None:
+        from lowbit.sw.util import write_atomic
+
+        write_atomic(self.path(key), json.dumps({"key": key, "value": value}, sort_keys=True, indent=1) + "\n")
+
+
+# ---- arguments --------------------------------------------------------------------------
 def _bits_ok(method, b):
     from lowbit.sw.quant import METHODS
 
     mod = METHODS[method]
     wlo, whi = mod.WEIGHT_BITS
     return method in ("ternary", "binary") or wlo <= b <= whi
+
+
+def parse_input_bits(text: str, methods) -> dict:
+    """``"8"`` → every method 8; ``"binary=8,pow2=4"`` → those methods; ``""`` → none."""
+    from lowbit.sw.quant import METHODS
+    from lowbit.sw.quant.core import check_input_bits
+
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        method, _, value = part.rpartition("=")
+        method = method.strip()
+        targets = list(methods) if not method else [method]
+        if method and method not in METHODS:
+            raise ValueError(f"--input-bits entries must be N or METHOD=N with METHOD among {', '.join(METHODS)}, "
+                             f"not {part!r}")
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"--input-bits entries must be N or METHOD=N with N an integer in 1..8, "
+                             f"not {part!r}") from None
+        for m in targets:
+            out[m] = check_input_bits(m, n)
+    return out
+
+
+def _jobs(methods, bits):
+    """``(method, weight_bits, act_bits, config, options)`` of every post-training row."""
+    jobs = []
+    for method in methods:
+        for b in bits:
+            if not _bits_ok(method, b):
+                continue
+            wb = {"ternary": 2, "binary": 1}.get(method, b)
+            wname = {"ternary": "ternary", "binary": "W1"}.get(method, f"W{b}")
+            opts = {"cluster": 4} if method == "ternary" else {}
+            jobs.append((method, wb, b, f"{wname} A{b}" + (" N=4" if method == "ternary" else ""), opts))
+    if "ternary" in methods:
+        for n in (1, 16, 64, "layer"):
+            jobs.append(("ternary", 2, 8, f"ternary A8 N={n}", {"cluster": n}))
+    return jobs
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def _first_input_bits(net) -> int:
+    fmt = net.layers[0].in_format
+    return 1 if fmt.kind.value == "bipolar" else fmt.bits
 
 
 def run(args) -> int:
@@ -49,8 +202,8 @@ def run(args) -> int:
     import numpy as np
 
     from lowbit.sw.golden import run_network
-    from lowbit.sw.quant import METHODS, quantize
-    from lowbit.sw.train import PRESETS, load_or_train
+    from lowbit.sw.quant import METHODS
+    from lowbit.sw.train import PRESETS, checkpoint_path, load_or_train
     from lowbit.sw.util import write_files
 
     from .common import output_dir, output_option
@@ -67,38 +220,53 @@ def run(args) -> int:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"--methods entries must be among {', '.join(METHODS)}, not {m!r}")
+    input_bits = parse_input_bits(args.input_bits, methods)
+    for flag, value, least in (("--epochs", args.epochs, 1), ("--calib", args.calib, 1),
+                               ("--qat-epochs", args.qat_epochs, 0), ("--wage-epochs", args.wage_epochs, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be an integer ≥ {least}, not {value!r}")
     out = output_dir(args.output, param=output_option(args))  # before training, so a bad folder fails at once
     ds = resolve_dataset(args)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []  # dicts: preset, method, config, bits, mode, accuracy, delta, notes
+    cache = RowCache(out / "cache", read=not args.no_cache)
+    common = {"code": code_version(), "dataset": {"name": ds.name, "digest": dataset_digest(ds)}, "seed": args.seed}
+    rows = []  # dicts of FIELDS
     t0 = time.time()
+    counts = {"computed": 0, "cached": 0}
 
     def golden(net):
         return float(np.mean(run_network(net, ds.x_test, raw_pixels=True).classes == ds.y_test))
 
-    def add(preset, method, config, b, mode, acc, base, notes=""):
+    def add(preset, method, config, b, mode, acc, base, notes="", ibits=None, seconds=None, cached=False):
         rows.append({"preset": preset, "method": method, "config": config, "bits": b, "mode": mode,
-                     "accuracy": round(100 * acc, 2), "delta": round(100 * (acc - base), 2), "notes": notes})
+                     "accuracy": round(100 * acc, 2), "delta": round(100 * (acc - base), 2), "notes": notes,
+                     "input_bits": "" if ibits is None else ibits,
+                     "seconds": "" if seconds is None else round(seconds, 1)})
         print(f"[{time.time() - t0:7.0f}s] {preset} {method:9s} {config:22s} {mode:4s} {100 * acc:6.2f}% "
-              f"({100 * (acc - base):+.2f}) {notes}", flush=True)
+              f"({100 * (acc - base):+.2f}) {notes}{' (cached)' if cached else ''}", flush=True)
+
+    def row(preset, method, config, b, mode, base, key, compute):
+        """One table row from the cache, or computed by ``compute() -> {accuracy, notes, …}`` and
+        cached at once. ``config`` and ``b`` may be functions of that value (the search row)."""
+        key = row_key(preset=preset, **common, **key)
+        value = cache.get(key)
+        cached = value is not None
+        if not cached:
+            t = time.time()
+            value = compute()
+            value["seconds"] = time.time() - t
+            cache.put(key, value)
+        counts["cached" if cached else "computed"] += 1
+        add(preset, method, config(value) if callable(config) else config, b(value) if callable(b) else b, mode,
+            value["accuracy"], base, value.get("notes", ""), value.get("input_bits"), value.get("seconds"), cached)
 
     calib = ds.x_train[:args.calib]
+    jobs = _jobs(methods, bits)
     for preset in presets:
         model, info = load_or_train(preset, ds, args.epochs, args.seed)
+        model_sha = file_sha256(checkpoint_path(preset, ds.name, args.seed, args.epochs))
         base = info["test_accuracy"]
         add(preset, "float32", "float32", 32, "-", base, base)
-        jobs = []
-        for method in methods:
-            for b in bits:
-                if not _bits_ok(method, b):
-                    continue
-                wb = {"ternary": 2, "binary": 1}.get(method, b)
-                wname = {"ternary": "ternary", "binary": "W1"}.get(method, f"W{b}")
-                opts = {"cluster": 4} if method == "ternary" else {}
-                jobs.append((method, wb, b, f"{wname} A{b}" + (" N=4" if method == "ternary" else ""), opts))
-        if "ternary" in methods:
-            for n in (1, 16, 64, "layer"):
-                jobs.append(("ternary", 2, 8, f"ternary A8 N={n}", {"cluster": n}))
         modes = ["ptq"] + (["qat"] if args.qat_epochs > 0 else [])
         for mode in modes:
             for method, wb, ab, config, opts in jobs:
@@ -106,53 +274,84 @@ def run(args) -> int:
                                       or (ab > 4 and method != "ternary")):
                     continue  # cluster sweep and 8-bit rows post-training only (time; PTQ ≈ float there),
                     # except ternary N=4 A8, a target of its own
-                net = quantize(model, method, wb, ab, calib, qat=mode == "qat", train_data=(ds.x_train, ds.y_train),
-                               qat_epochs=args.qat_epochs, seed=args.seed, progress=False, **opts)
-                notes = ""
-                if "ternary" in net.metadata:
-                    t = net.metadata["ternary"]
-                    notes = (f"mults replaced {100 * t['mults_replaced_share']:.2f}%, zero weights "
-                             f"{100 * t['zero_weight_share']:.1f}%, {t['distinct_scales']} scales")
-                elif net.metadata.get("multiplier_max_rel_error") is not None and method != "binary":
-                    notes = f"multiplier error ≤ {net.metadata['multiplier_max_rel_error']:.1e}"
-                add(preset, method, config, ab, mode, golden(net), base, notes)
-        if args.wage_epochs > 0:
-            from lowbit.sw.quant.wage import export_wage, train_wage
+                opts = dict(opts)
+                if method in input_bits:
+                    opts["input_bits"] = input_bits[method]
+                    config += f" in{input_bits[method]}"
 
-            wm = train_wage(ds.x_train, ds.y_train, preset=preset, epochs=args.wage_epochs, seed=args.seed,
-                            progress=False)
-            add(preset, "wage", "2-8-8-8 (W ternary A u7)", 2, "wage", golden(export_wage(wm)), base)
+                def compute(method=method, wb=wb, ab=ab, opts=opts, mode=mode):
+                    from lowbit.sw.quant import quantize
+
+                    net = quantize(model, method, wb, ab, calib, qat=mode == "qat", train_data=(ds.x_train, ds.y_train),
+                                   qat_epochs=args.qat_epochs, seed=args.seed, progress=False, **opts)
+                    notes = ""
+                    if "ternary" in net.metadata:
+                        t = net.metadata["ternary"]
+                        notes = (f"mults replaced {100 * t['mults_replaced_share']:.2f}%, zero weights "
+                                 f"{100 * t['zero_weight_share']:.1f}%, {t['distinct_scales']} scales")
+                    elif net.metadata.get("multiplier_max_rel_error") is not None and method != "binary":
+                        notes = f"multiplier error ≤ {net.metadata['multiplier_max_rel_error']:.1e}"
+                    return {"accuracy": golden(net), "notes": notes, "input_bits": _first_input_bits(net)}
+
+                key = {"model": model_sha, "method": method, "weight_bits": wb, "act_bits": ab, "options": opts,
+                       "mode": mode, "calib": args.calib, **({"qat_epochs": args.qat_epochs} if mode == "qat" else {})}
+                row(preset, method, config, ab, mode, base, key, compute)
+        if args.wage_epochs > 0:
+            def compute_wage(preset=preset):
+                from lowbit.sw.quant.wage import export_wage, train_wage
+
+                wm = train_wage(ds.x_train, ds.y_train, preset=preset, epochs=args.wage_epochs, seed=args.seed,
+                                progress=False)
+                net = export_wage(wm)
+                return {"accuracy": golden(net), "notes": "", "input_bits": _first_input_bits(net)}
+
+            # trained from scratch: no float checkpoint in the key
+            row(preset, "wage", "2-8-8-8 (W ternary A u7)", 2, "wage", base,
+                {"method": "wage", "wage_bits": "2-8-8-8", "wage_epochs": args.wage_epochs}, compute_wage)
         if not args.no_minifloat:
             from lowbit.sw.quant.minifloat import (Minifloat, exhaustive_search, fast_precision_search,
                                                    minifloat_accuracy)
 
             for f in (Minifloat(6, 7), Minifloat(4, 3), Minifloat(4, 3, False), Minifloat(3, 2), Minifloat(2, 1)):
-                add(preset, "minifloat", str(f), f.bits, "emu", minifloat_accuracy(model, ds.x_test, ds.y_test, f),
-                    base, "float emulation, no IR")
-            fast = fast_precision_search(model, ds.x_train[:10], ds.x_test, ds.y_test, float_accuracy=base)
-            ex = exhaustive_search(model, ds.x_test, ds.y_test, float_accuracy=base)
-            same = fast.chosen == ex.chosen
-            # Both searches want the fewest bits; two formats of one width are an equally cheap
-            # answer (the exhaustive one breaks the tie by fewer exponent bits).
-            same_bits = bool(fast.chosen and ex.chosen and fast.chosen.bits == ex.chosen.bits)
-            ex_bits = f", {ex.chosen.bits} bits" if ex.chosen else ""
-            add(preset, "minifloat", f"search: {fast.chosen}", fast.chosen.bits if fast.chosen else 0, "emu",
-                fast.accuracy or 0.0, base,
-                f"fast search {fast.evaluations} evaluations vs exhaustive {ex.evaluations} "
-                f"(chose {ex.chosen}{ex_bits}); same format: {'yes' if same else 'no'}, "
-                f"same width: {'yes' if same_bits else 'no'}")
-    fields = ["preset", "method", "config", "bits", "mode", "accuracy", "delta", "notes"]
+                row(preset, "minifloat", str(f), f.bits, "emu", base,
+                    {"model": model_sha, "method": "minifloat", "format": str(f)},
+                    lambda f=f: {"accuracy": minifloat_accuracy(model, ds.x_test, ds.y_test, f),
+                                 "notes": "float emulation, no IR"})
+
+            def compute_search():
+                fast = fast_precision_search(model, ds.x_train[:10], ds.x_test, ds.y_test, float_accuracy=base)
+                ex = exhaustive_search(model, ds.x_test, ds.y_test, float_accuracy=base)
+                same = fast.chosen == ex.chosen
+                # Both searches want the fewest bits; two formats of one width are an equally cheap
+                # answer (the exhaustive one breaks the tie by fewer exponent bits).
+                same_bits = bool(fast.chosen and ex.chosen and fast.chosen.bits == ex.chosen.bits)
+                ex_bits = f", {ex.chosen.bits} bits" if ex.chosen else ""
+                return {"accuracy": fast.accuracy or 0.0, "chosen": str(fast.chosen) if fast.chosen else None,
+                        "chosen_bits": fast.chosen.bits if fast.chosen else 0,
+                        "notes": f"fast search {fast.evaluations} evaluations vs exhaustive {ex.evaluations} "
+                                 f"(chose {ex.chosen}{ex_bits}); same format: {'yes' if same else 'no'}, "
+                                 f"same width: {'yes' if same_bits else 'no'}"}
+
+            row(preset, "minifloat", lambda v: f"search: {v['chosen']}", lambda v: v["chosen_bits"], "emu", base,
+                {"model": model_sha, "method": "minifloat", "search": "fast+exhaustive", "probe": 10}, compute_search)
     table = io.StringIO(newline="")
-    w = csv.DictWriter(table, fieldnames=fields)
+    w = csv.DictWriter(table, fieldnames=FIELDS)
     w.writeheader()
     w.writerows(rows)
+    marked = ", ".join(f"{m} {n}" for m, n in input_bits.items())
     lines = [f"# Test accuracy on {ds.name} ({len(ds.y_test)} images)", "",
              "Integer rows are the golden model's accuracy of the exported IR; `delta` is against float32 "
              "(points). Modes: ptq post-training, qat quantization-aware fine-tuning "
-             f"({args.qat_epochs} epochs), wage trained from scratch, emu float emulation.", "",
-             "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(str(r[k]) for k in fields) + " |" for r in rows]
+             f"({_epochs(args.qat_epochs)}), wage trained from scratch ({_epochs(args.wage_epochs)}), emu float "
+             "emulation. `input_bits` is the first layer's input width (pixel >> (8 − N); 1 for binary W1A1: "
+             "the bipolar pixel ≥ 128); "
+             + (f"rows marked `inN` set it with --input-bits ({marked}), the others use min(A, 8)."
+                if input_bits else "every row uses the default, min(A, 8).")
+             + " `seconds` is each row's compute time on this machine.", "",
+             "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+    lines += ["| " + " | ".join(str(r[k]) for k in FIELDS) + " |" for r in rows]
     # the folder may hold other reports: both files are replaced, nothing else is touched
     write_files(out, {"accuracy.csv": table.getvalue(), "accuracy.md": "\n".join(lines) + "\n"})
-    print(f"wrote {out / 'accuracy.md'} and {out / 'accuracy.csv'} in {time.time() - t0:.0f} s")
+    print(f"wrote {out / 'accuracy.md'} and {out / 'accuracy.csv'} in {time.time() - t0:.0f} s "
+          f"({counts['computed']} rows computed, {counts['cached']} from {out / 'cache'})")
     return 0

@@ -1,0 +1,130 @@
+"""lowbit report accuracy: rows cached one by one, an interrupted run resumes, keys and options."""
+
+import json
+
+import pytest
+
+import lowbit.sw.quant as quant
+from lowbit.sw.cli import main
+from lowbit.sw.commands.report import RowCache, parse_input_bits, row_key
+
+ARGS = ["report", "accuracy", "--dataset", "digits", "--presets", "tfc", "--bits", "2,4", "--methods", "pow2",
+        "--qat-epochs", "1", "--wage-epochs", "0", "--no-minifloat", "--epochs", "2", "--calib", "200"]
+ROWS = 4  # pow2 W2A2 and W4A4, post-training and QAT
+REAL_QUANTIZE = quant.quantize
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the float checkpoint goes to build/models under the working folder
+    return tmp_path
+
+
+def counting_quantize(monkeypatch, fail_at=None):
+    calls = []
+    real = REAL_QUANTIZE
+
+    def quantize(*args, **kw):
+        calls.append((args[1:4], kw.get("qat")))
+        if fail_at is not None and len(calls) >= fail_at:
+            raise ValueError("interrupted")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(quant, "quantize", quantize)
+    return calls
+
+
+def table(out):
+    return (out / "accuracy.md").read_text()
+
+
+def test_second_run_reads_every_row_from_the_cache(workdir, monkeypatch, capsys):
+    out = workdir / "rep"
+    assert main(ARGS + ["-o", str(out)]) == 0
+    first = table(out)
+    assert len(list((out / "cache").glob("*.json"))) == ROWS
+    assert "| tfc | pow2 | W4 A4 | 4 | qat |" in first and "(1 epoch)" in first
+    capsys.readouterr()
+
+    def broken(*args, **kw):
+        raise AssertionError("a cached row was recomputed")
+
+    monkeypatch.setattr(quant, "quantize", broken)
+    assert main(ARGS + ["-o", str(out)]) == 0
+    assert f"0 rows computed, {ROWS} from" in capsys.readouterr().out
+    assert table(out) == first  # the same numbers, and the compute times of the first run
+
+
+def test_interrupted_run_resumes(workdir, monkeypatch, capsys):
+    out = workdir / "rep"
+    calls = counting_quantize(monkeypatch, fail_at=3)
+    assert main(ARGS + ["-o", str(out)]) == 2  # the third row fails, as an interruption would
+    assert "interrupted" in capsys.readouterr().err
+    assert len(list((out / "cache").glob("*.json"))) == 2 and not (out / "accuracy.md").exists()
+    calls = counting_quantize(monkeypatch)
+    assert main(ARGS + ["-o", str(out)]) == 0
+    assert [qat for _, qat in calls] == [True, True]  # only the two rows the first run did not finish
+    assert "2 rows computed, 2 from" in capsys.readouterr().out
+    fresh = workdir / "fresh"
+    assert main(ARGS + ["-o", str(fresh)]) == 0
+    strip = lambda md: [l.rsplit("|", 2)[0] for l in md.splitlines()]  # all but the seconds column
+    assert strip(table(out)) == strip(table(fresh))
+
+
+def test_changed_options_and_no_cache_recompute(workdir, monkeypatch):
+    out = workdir / "rep"
+    assert main(ARGS + ["-o", str(out)]) == 0
+    calls = counting_quantize(monkeypatch)
+    assert main(ARGS + ["--qat-epochs", "2", "-o", str(out)]) == 0
+    assert [qat for _, qat in calls] == [True, True]  # post-training rows do not depend on QAT epochs
+    calls.clear()
+    assert main(ARGS + ["--calib", "150", "-o", str(out)]) == 0
+    assert len(calls) == ROWS
+    calls.clear()
+    assert main(ARGS + ["--no-cache", "-o", str(out)]) == 0
+    assert len(calls) == ROWS
+
+
+def test_unreadable_or_foreign_cache_entries_are_misses(tmp_path):
+    cache = RowCache(tmp_path)
+    key = row_key(preset="tfc", method="pow2", options={"cluster": 4})
+    assert cache.get(key) is None
+    cache.put(key, {"accuracy": 0.5})
+    assert cache.get(key) == {"accuracy": 0.5}
+    assert cache.get(row_key(preset="tfc", method="pow2", options={"cluster": 16})) is None
+    path = cache.path(key)
+    path.write_text("{not json")
+    assert cache.get(key) is None
+    path.write_text(json.dumps({"key": {"other": 1}, "value": {"accuracy": 0.9}}))
+    assert cache.get(key) is None  # the stored key must be the one asked for
+    assert RowCache(tmp_path, read=False).get(key) is None
+
+
+def test_input_bits_rows_are_marked(workdir):
+    out = workdir / "rep"
+    args = [a for a in ARGS if a not in ("pow2",)]
+    args[args.index("--methods") + 1:args.index("--methods") + 1] = ["pow2,binary"]
+    assert main(args + ["--bits", "1,2", "--qat-epochs", "0", "--input-bits", "binary=8", "-o", str(out)]) == 0
+    md = table(out)
+    assert "rows marked `inN` set it with --input-bits (binary 8)" in md
+    rows = {l.split(" | ")[2]: l.split(" | ") for l in md.splitlines() if l.startswith("| tfc | ")}
+    assert rows["W1 A1 in8"][8] == "8" and rows["W1 A2 in8"][8] == "8"
+    assert rows["W2 A2"][8] == "2"  # pow2 keeps the default, min(A, 8)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("9", "input_bits for method 'pow2' must be an integer in 1..8, not 9"),
+    ("binary=x", "--input-bits entries must be N or METHOD=N with N an integer in 1..8, not 'binary=x'"),
+    ("wage=8", "--input-bits entries must be N or METHOD=N with METHOD among pow2, scaled, dfp, ternary, binary, "
+               "not 'wage=8'"),
+])
+def test_bad_input_bits(text, message, workdir, capsys):
+    assert main(ARGS + ["--input-bits", text, "-o", str(workdir / "rep")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (workdir / "build").exists()  # refused before any training
+
+
+def test_parse_input_bits():
+    assert parse_input_bits("", ["pow2"]) == {}
+    assert parse_input_bits("8", ["pow2", "binary"]) == {"pow2": 8, "binary": 8}
+    assert parse_input_bits("binary=8, pow2=4", ["pow2", "binary"]) == {"binary": 8, "pow2": 4}
