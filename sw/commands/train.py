@@ -1,11 +1,13 @@
-"""``lowbit train``: train a float32 MLP preset and save a checkpoint."""
+"""``lowbit train``: train a float32 preset (MLP or CNN) and save a checkpoint."""
 
 from __future__ import annotations
 
-HELP = "train a float32 MLP (tfc/sfc/lfc) and save a checkpoint"
-DESCRIPTION = ("Train one of the MLP presets (hidden layers 64×3 'tfc', 256×3 'sfc', 1024×3 'lfc', as in FINN "
-               "and Brevitas) in float32 on CPU, deterministically for a seed, and save a checkpoint with its "
-               "architecture under build/models/.")
+HELP = "train a float32 preset (tfc/sfc/lfc MLPs, lenet/cnn_digits CNNs) and save a checkpoint"
+DESCRIPTION = ("Train one of the presets in float32 on CPU, deterministically for a seed, and save a checkpoint "
+               "with its layer list under build/models/. MLPs: hidden layers 64×3 'tfc', 256×3 'sfc', 1024×3 "
+               "'lfc' (as in FINN and Brevitas), batch norm optional (--batchnorm). CNNs (batch norm after every "
+               "conv and hidden dense layer): 'lenet', WAGE's 32C5-MP2-64C5-MP2-512FC-10 for 28×28 images, and "
+               "'cnn_digits', a small one for the 8×8 digits.")
 
 
 def add_dataset_arguments(parser) -> None:
@@ -27,28 +29,52 @@ def resolve_dataset(args, log=print):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--preset", default="sfc", help="tfc, sfc or lfc")
+    from argparse import BooleanOptionalAction
+
+    parser.add_argument("--preset", default="sfc", help="tfc, sfc, lfc, lenet or cnn_digits")
     add_dataset_arguments(parser)
     parser.add_argument("--epochs", type=int, default=10, help="training epochs")
     parser.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic for it)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (L2)")
+    parser.add_argument("--batchnorm", action=BooleanOptionalAction, default=None,
+                        help="batch norm after each hidden layer (default: the CNNs have it, the MLPs not)")
+    parser.add_argument("--validation", type=int, default=0, metavar="N",
+                        help="hold N training images out and report the accuracy on them (for choosing "
+                             "hyperparameters without the test set)")
     parser.add_argument("--out", default=None,
-                        help="checkpoint path (default build/models/<preset>_<dataset>_s<seed>_e<epochs>.pt)")
+                        help="checkpoint path (default build/models/<preset>_<dataset>_s<seed>_e<epochs>.pt, "
+                             "<preset>-bn or -nobn when --batchnorm is not the preset's default)")
 
 
 def run(args) -> int:
-    from lowbit.sw.train import PRESETS, checkpoint_path, save_checkpoint, train_mlp
+    import time
 
-    if args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, not {args.preset!r}")
+    from lowbit.sw.train import PRESET_NAMES, checkpoint_path, model_name, save_checkpoint, train_preset
+
+    if args.preset not in PRESET_NAMES:
+        raise ValueError(f"--preset must be one of {', '.join(PRESET_NAMES)}, not {args.preset!r}")
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, not {args.epochs!r}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be a positive number, not {args.lr!r}")
+    if not args.weight_decay >= 0:
+        raise ValueError(f"--weight-decay must be a non-negative number, not {args.weight_decay!r}")
+    if args.validation < 0:
+        raise ValueError(f"--validation must be a non-negative integer, not {args.validation!r}")
     ds = resolve_dataset(args)
     print(ds.describe())
-    model, info = train_mlp(args.preset, ds, args.epochs, args.seed, lr=args.lr)
-    path = args.out or checkpoint_path(args.preset, ds.name, args.seed, args.epochs)
+    t0 = time.perf_counter()
+    model, info = train_preset(args.preset, ds, args.epochs, args.seed, lr=args.lr, weight_decay=args.weight_decay,
+                               batchnorm=args.batchnorm, validation=args.validation)
+    seconds = time.perf_counter() - t0
+    path = args.out or checkpoint_path(args.preset, ds.name, args.seed, args.epochs, batchnorm=args.batchnorm)
+    if args.validation and not args.out:  # not the cache's model: that one saw every training image
+        path = path.with_name(f"{path.stem}_val{args.validation}.pt")
     save_checkpoint(model, path, **info)
-    print(f"{args.preset} float32 test accuracy {100 * info['test_accuracy']:.2f}% → {path}")
+    name = model_name(args.preset, args.batchnorm)
+    val = f", validation accuracy {100 * info['val_accuracy']:.2f}% on {args.validation} images" if args.validation \
+        else ""
+    print(f"{name} float32 test accuracy {100 * info['test_accuracy']:.2f}%{val} ({seconds:.0f} s, "
+          f"{seconds / args.epochs:.1f} s per epoch) → {path}")
     return 0

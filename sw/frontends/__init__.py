@@ -1,8 +1,10 @@
 """Frontends: float networks as :class:`~lowbit.sw.frontends.graph.FloatGraph` (lowbit's presets today;
-importers of users' models later). Everything that runs a float network goes through its one loop."""
+importers of users' models later) and the passes that rewrite them (:mod:`.passes`). Everything that
+runs a float network goes through its one loop."""
 
-from .graph import (LAYER_KINDS, ByName, Dropout, FloatGraph, GraphError, Layer, Linear, ReLU, Scale,  # noqa: F401
-                    Stage)
+from .graph import (LAYER_KINDS, BatchNorm, ByName, Conv2d, Dropout, Flatten, FloatGraph,  # noqa: F401
+                    GraphError, Layer, Linear, MaxPool2d, ReLU, Scale, Stage)
+from .passes import drop_dropout, fold_batchnorm  # noqa: F401
 
-__all__ = ["FloatGraph", "Layer", "Linear", "ReLU", "Dropout", "Scale", "Stage", "ByName", "GraphError",
-           "LAYER_KINDS"]
+__all__ = ["FloatGraph", "Layer", "Linear", "Conv2d", "BatchNorm", "ReLU", "MaxPool2d", "Flatten", "Dropout",
+           "Scale", "Stage", "ByName", "GraphError", "LAYER_KINDS", "fold_batchnorm", "drop_dropout"]
