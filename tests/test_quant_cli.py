@@ -41,9 +41,10 @@ def test_quantize_then_eval(ckpt, tmp_path, capsys):
     (["quantize", "--method", "pow2", "-w", "1"], "weight_bits for method 'pow2' must be an integer in 2..16, not 1"),
     (["quantize", "--method", "ternary", "--cluster", "0"], "cluster for method 'ternary' must be a positive integer"),
     (["quantize", "--method", "wage", "--wage-bits", "2-8"], "WAGE bits must be 'W-A-G-E'"),
-    (["train", "--preset", "huge"], "--preset must be one of tfc, sfc, lfc, not 'huge'"),
+    (["train", "--preset", "huge"], "--preset must be one of tfc, sfc, lfc, lenet, cnn_digits, not 'huge'"),
     (["train", "--lr", "0"], "--lr must be a positive number, not 0.0"),
-    (["report", "accuracy", "--presets", "xfc"], "--presets entries must be among tfc, sfc, lfc, not 'xfc'"),
+    (["report", "accuracy", "--presets", "xfc"], "--presets entries must be among tfc, sfc, lfc, lenet, cnn_digits, "
+                                                "not 'xfc'"),
 ])
 def test_bad_input(ckpt, argv, message, capsys):
     extra = ["--checkpoint", str(ckpt)] if argv[0] == "quantize" and argv[2] != "wage" else []
@@ -60,7 +61,7 @@ def test_bad_input(ckpt, argv, message, capsys):
                                                         "2..16, not 1"),
     (["--method", "wage", "--wage-bits", "9-8-8-8"], "WAGE bits must be 'W-A-G-E'"),
     (["--method", "wage", "--wage-epochs", "-1"], "--wage-epochs must be a non-negative integer, not -1"),
-    (["--preset", "xfc"], "--preset must be one of tfc, sfc, lfc, not 'xfc'"),
+    (["--preset", "xfc"], "--preset must be one of tfc, sfc, lfc, lenet, cnn_digits, not 'xfc'"),
     (["--qat", "--qat-epochs", "-2"], "--qat-epochs must be a non-negative integer, not -2"),
     (["--input-bits", "9"], "input_bits for method 'pow2' must be an integer in 1..8, not 9"),
     (["--method", "scaled", "--input-bits", "0"], "input_bits for method 'scaled' must be an integer in 1..8, not 0"),

@@ -5,10 +5,11 @@ from __future__ import annotations
 from .train import add_dataset_arguments, resolve_dataset
 
 HELP = "quantize a float32 checkpoint to an integer IR network"
-DESCRIPTION = ("Quantize a float32 MLP with one of the methods pow2, scaled, dfp, ternary, binary (post-training, "
-               "or with --qat quantization-aware fine-tuning), or train a WAGE network (--method wage); write the "
-               "integer IR and print its golden-model test accuracy. --method minifloat runs the custom-float "
-               "fast precision search instead (float emulation: no IR).")
+DESCRIPTION = ("Quantize a float32 MLP or CNN with one of the methods pow2, scaled, dfp, ternary, binary "
+               "(post-training, or with --qat quantization-aware fine-tuning; batch norm is folded into the weights "
+               "first), or train a WAGE network (--method wage); write the integer IR and print its golden-model test "
+               "accuracy. --method minifloat runs the custom-float fast precision search instead (float emulation: "
+               "no IR).")
 
 
 def add_arguments(parser) -> None:
@@ -47,7 +48,7 @@ def method_options(args) -> dict:
 def check_arguments(args) -> None:
     """Every argument check that needs no model and no data: run before any loading or training."""
     from lowbit.sw.quant import ALL_METHODS, METHODS, check_options
-    from lowbit.sw.train import PRESETS
+    from lowbit.sw.train import PRESET_NAMES
 
     if args.method not in ALL_METHODS:
         raise ValueError(f"--method must be one of {', '.join(ALL_METHODS)}, not {args.method!r}")
@@ -63,8 +64,8 @@ def check_arguments(args) -> None:
         from lowbit.sw.quant.wage import parse_wage_bits
 
         parse_wage_bits(args.wage_bits)
-    if (args.method == "wage" or not args.checkpoint) and args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, not {args.preset!r}")
+    if (args.method == "wage" or not args.checkpoint) and args.preset not in PRESET_NAMES:
+        raise ValueError(f"--preset must be one of {', '.join(PRESET_NAMES)}, not {args.preset!r}")
     for flag, value, used in (("--epochs", args.epochs, not args.checkpoint and args.method != "wage"),
                               ("--qat-epochs", args.qat_epochs, args.qat),
                               ("--wage-epochs", args.wage_epochs, args.method == "wage")):
@@ -79,7 +80,7 @@ def run(args) -> int:
 
     from lowbit.sw.golden import run_network
     from lowbit.sw.quant import quantize
-    from lowbit.sw.train import load_checkpoint, load_or_train
+    from lowbit.sw.train import dataset_input_shape, load_checkpoint, load_or_train
 
     check_arguments(args)
     ds = resolve_dataset(args)
@@ -87,7 +88,7 @@ def run(args) -> int:
         from lowbit.sw.quant.wage import export_wage, train_wage
 
         model = train_wage(ds.x_train, ds.y_train, preset=args.preset, bits=args.wage_bits, epochs=args.wage_epochs,
-                           seed=args.seed)
+                           seed=args.seed, input_shape=dataset_input_shape(ds, args.preset))
         net = export_wage(model)
     else:
         if args.checkpoint:
@@ -110,5 +111,11 @@ def run(args) -> int:
     path = Path(args.out or f"build/ir/{net.name}.npz")
     net.save(path)
     print(net.describe())
+    if "ternary" in net.metadata:
+        t = net.metadata["ternary"]
+        print(f"ternary, clusters of {t['cluster']} output channels: {t['products']} products per image become "
+              f"additions, subtractions or skips ({100 * t['zero_weight_share']:.1f}% zero weights); "
+              f"{100 * t['mults_replaced_share']:.2f}% of the multiplications replaced (one requantizer multiply "
+              f"per output remains; {t['distinct_scales']} distinct scales)")
     print(f"golden-model (integer) test accuracy {100 * acc:.2f}% on {len(ds.y_test)} {ds.name} images → {path}")
     return 0

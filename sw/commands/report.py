@@ -1,6 +1,7 @@
 """``lowbit report accuracy``: the accuracy table of every method and bit width.
 
-For each preset (default tfc and sfc) on Fashion-MNIST (or ``--dataset``): float32, then
+For each preset (default tfc and sfc; any MLP or CNN preset, e.g. ``lenet`` or ``cnn_digits``)
+on Fashion-MNIST (or ``--dataset``): float32, then
 pow2, scaled, dfp, ternary (cluster 4) and binary at 1, 2, 3, 4 and 8 bits (``W{b}A{b}``;
 ternary is ``W ternary A{b}``, binary ``W1 A{b}``, bipolar at 1 bit), post-training and
 with QAT (≤ 4 bits, and ternary N=4 A8), ternary at 8-bit activations for every cluster size, WAGE 2-8-8-8, and
@@ -203,15 +204,15 @@ def run(args) -> int:
 
     from lowbit.sw.golden import run_network
     from lowbit.sw.quant import METHODS
-    from lowbit.sw.train import PRESETS, checkpoint_path, load_or_train
+    from lowbit.sw.train import PRESET_NAMES, checkpoint_path, dataset_input_shape, load_or_train
     from lowbit.sw.util import write_files
 
     from .common import output_dir, output_option
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"--presets entries must be among {', '.join(PRESETS)}, not {p!r}")
+        if p not in PRESET_NAMES:
+            raise ValueError(f"--presets entries must be among {', '.join(PRESET_NAMES)}, not {p!r}")
     try:
         bits = [int(b) for b in args.bits.split(",")]
     except ValueError:
@@ -301,7 +302,7 @@ def run(args) -> int:
                 from lowbit.sw.quant.wage import export_wage, train_wage
 
                 wm = train_wage(ds.x_train, ds.y_train, preset=preset, epochs=args.wage_epochs, seed=args.seed,
-                                progress=False)
+                                input_shape=dataset_input_shape(ds, preset), progress=False)
                 net = export_wage(wm)
                 return {"accuracy": golden(net), "notes": "", "input_bits": _first_input_bits(net)}
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 from . import binary, dfp, pow2, scaled, ternary
 from .core import QuantError, QuantPlan, export_network
 
-__all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "check_options", "QuantError", "DEFAULT_BITS"]
+__all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "check_options", "folded", "QuantError", "DEFAULT_BITS"]
 
 METHODS = {"pow2": pow2, "scaled": scaled, "dfp": dfp, "ternary": ternary, "binary": binary}
 ALL_METHODS = (*METHODS, "wage", "minifloat")
@@ -72,11 +72,23 @@ def check_options(method: str, weight_bits=None, act_bits=None, **opts) -> None:
     mod.check(*_bits(method, weight_bits, act_bits), **opts)
 
 
+def folded(model):
+    """``model`` with its batch norms folded into the layers before them (itself if it has none)."""
+    from ..frontends.graph import BatchNorm, FloatGraph
+    from ..frontends.passes import fold_batchnorm
+
+    if isinstance(model, FloatGraph) and any(isinstance(l, BatchNorm) for l in model.layers.values()):
+        return fold_batchnorm(model)
+    return model
+
+
 def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=None, **opts) -> QuantPlan:
+    """The plan of ``method`` for ``model``, calibrated on ``calib_data``. A model with batch norm is
+    planned folded: export it, or fake-quantize it, as :func:`folded` gives it."""
     mod = _module(method)
     if calib_data is None:
         raise QuantError("calib_data must be uint8 pixels of a few hundred or more images, not None")
-    plan = mod.plan(model, *_bits(method, weight_bits, act_bits), calib_data, **opts)
+    plan = mod.plan(folded(model), *_bits(method, weight_bits, act_bits), calib_data, **opts)
     if opts.get("input_bits") is not None:
         # only when asked: an IR made without the option stays exactly what it was
         plan.metadata["input_bits"] = int(opts["input_bits"])
@@ -86,7 +98,12 @@ def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=No
 def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, qat: bool = False,
              train_data=None, qat_epochs: int = 3, seed: int = 0, progress: bool = True, name: str | None = None,
              **opts):
-    """Quantize a float graph to the integer IR (see the module docstring)."""
+    """Quantize a float graph to the integer IR (see the module docstring).
+
+    Batch norm is folded first (:func:`folded`); QAT then fine-tunes the folded weights, so the
+    plan's frozen scales and what is trained are exactly what is exported.
+    """
+    model = folded(model)
     plan = make_plan(model, method, weight_bits, act_bits, calib_data, **opts)
     if qat:
         from .qat import qat_finetune

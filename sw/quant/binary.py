@@ -25,7 +25,8 @@ ACT_BITS = (1, 16)
 
 
 def binarize(w: np.ndarray, per_channel: bool) -> WeightQuant:
-    alpha = np.abs(w).mean(1) if per_channel else np.full(w.shape[0], np.abs(w).mean())
+    """``α`` per output channel (axis 0: a row, or a filter of any shape) or one for the layer."""
+    alpha = np.abs(w).reshape(len(w), -1).mean(1) if per_channel else np.full(w.shape[0], np.abs(w).mean())
     return WeightQuant("bipolar", IntFormat.bipolar(), np.maximum(alpha, 1e-12))
 
 

@@ -11,9 +11,17 @@ spec (format and real scale). An importer can hand in a plan of its own. The pla
   straight-through gradients, so the same plan serves post-training quantization and
   quantization-aware training;
 * **exports** the integer IR (:func:`export_network`, one IR layer per
-  :meth:`~lowbit.sw.frontends.graph.FloatGraph.stages` entry, named after its weighted layer):
+  :meth:`~lowbit.sw.frontends.graph.FloatGraph.stages` entry, named after its weighted layer,
+  plus a max-pool layer on the codes where a max-pool follows the activation):
   integer weights, biases in the accumulator scale, and requantization by shift only (all
   scales powers of two) or by an integer multiplier of ``multiplier_bits`` bits plus a shift.
+
+Layers with weights are dense (``[out, in]``) or convolutions (the IR's ``[OC, KH, KW, IC]``,
+NHWC activations): a weight scale is per layer or per output channel (axis 0, a filter), an
+activation scale per tensor (statistics over every position and channel). Batch norm never
+reaches a plan: :func:`~lowbit.sw.frontends.passes.fold_batchnorm` folds it into the weights
+first (:func:`lowbit.sw.quant.quantize` does; :func:`quant_stages` refuses an unfolded one).
+Flatten and dropout produce no IR layer.
 
 Real-valued conventions: the model input is ``pixels / 256``. An activation integer
 ``q`` stands for ``scale * q + offset``: unsigned formats have offset 0 (ReLU, clip at
@@ -38,8 +46,9 @@ from ..ir import InputTransform, Network
 from ..requant import MAX_SHIFT, RequantParams
 
 __all__ = ["ActSpec", "WeightQuant", "QuantPlan", "fake_forward", "export_network", "input_spec",
-           "check_input_bits", "INPUT_BITS", "calibration_activations", "quant_stages", "multiplier_shift", "mse_scale", "pow2_mse_scale",
-           "ste_round", "check_bits", "QuantError"]
+           "check_input_bits", "INPUT_BITS", "calibration_activations", "quant_stages", "multiplier_shift",
+           "requant_ratios", "rounded_ratios", "mse_scale", "pow2_mse_scale", "per_channel", "ste_round",
+           "check_bits", "QuantError"]
 
 
 class QuantError(ValueError):
@@ -73,16 +82,18 @@ class ActSpec:
     def qmax(self) -> int:
         return 1 if self.kind == "bipolar" else (1 << self.bits) - 1
 
-    def fake(self, z: torch.Tensor) -> torch.Tensor:
+    def fake(self, z: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
         """Quantize pre-activations ``z`` (real) the way the requantizer does; STE gradient.
 
         Both kinds are a ReLU quantizer onto ``{0, step, …, qmax·step}`` with ties rounded
         up (the requantizer's ``half_up``); the gradient passes where ``z`` is in range.
+        ``margin`` (in steps) sends values within it below a tie up too (float round-off of
+        an exact tie; :func:`fake_forward`'s ``exact`` mode).
         """
         step = 2 * self.scale if self.kind == "bipolar" else self.scale
         # bipolar: z − c/2 is a multiple of s_acc and hits 0 exactly often (sums of ±1);
         # a tiny margin keeps float32 round-off from flipping those ties
-        eps = 1e-4 if self.kind == "bipolar" else 0.0
+        eps = max(1e-4, margin) if self.kind == "bipolar" else margin
         zc = torch.clamp(z, 0.0, step * self.qmax)
         q = torch.clamp(torch.floor(zc / step + 0.5 + eps), 0, self.qmax) * step
         return zc + (q - zc).detach()
@@ -117,11 +128,13 @@ def input_spec(act_bits: int, bipolar: bool = False, input_bits: int | None = No
 # ---- weights ---------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class WeightQuant:
-    """A frozen weight quantizer: ``W ≈ scale[:, None] * q`` with ``q`` on an integer grid.
+    """A frozen weight quantizer: ``W ≈ scale[o] * q`` with ``q`` on an integer grid.
 
     ``kind`` is ``"int"`` (round and clip to ``[qmin, qmax]``), ``"ternary"`` (``q = sign(W)``
     where ``|W| > threshold`` per channel, else 0) or ``"bipolar"`` (``q = sign(W)``, 0 → +1).
-    ``scale`` and ``threshold`` are per output channel (length ``out``).
+    ``scale`` and ``threshold`` are per output channel ``o`` (length ``out``): axis 0 of the
+    weights, a dense ``[out, in]`` or a convolution's ``[OC, KH, KW, IC]`` (or torch's
+    ``[OC, IC, KH, KW]``: the quantizer is elementwise but for that axis).
     """
 
     kind: str
@@ -130,11 +143,11 @@ class WeightQuant:
     threshold: np.ndarray | None = None
 
     def integers(self, w: torch.Tensor) -> torch.Tensor:
-        s = torch.as_tensor(self.scale, dtype=w.dtype)[:, None]
+        s = per_channel(self.scale, w)
         if self.kind == "int":
             return torch.clamp(torch.round(w / s), self.fmt.min, self.fmt.max)
         if self.kind == "ternary":
-            t = torch.as_tensor(self.threshold, dtype=w.dtype)[:, None]
+            t = per_channel(self.threshold, w)
             return torch.sign(w) * (w.abs() > t)
         if self.kind == "bipolar":
             return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
@@ -142,8 +155,13 @@ class WeightQuant:
 
     def fake(self, w: torch.Tensor) -> torch.Tensor:
         """``scale * q`` with a straight-through gradient to ``w``."""
-        q = self.integers(w) * torch.as_tensor(self.scale, dtype=w.dtype)[:, None]
+        q = self.integers(w) * per_channel(self.scale, w)
         return w + (q - w).detach()
+
+
+def per_channel(values, w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel ``values`` shaped to broadcast over weights ``w`` (channels on axis 0)."""
+    return torch.as_tensor(values, dtype=w.dtype).reshape(-1, *([1] * (w.dim() - 1)))
 
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -187,6 +205,10 @@ def quant_stages(graph) -> tuple[Stage, ...]:
         stages = graph.stages()
     except GraphError as e:
         raise QuantError(f"this graph has no integer IR yet: {e}") from None
+    for st in stages:
+        if getattr(st, "bn", None) is not None:
+            raise QuantError(f"layer {st.name!r} is followed by batch norm {st.bn!r}: fold it first "
+                             "(lowbit.sw.frontends.passes.fold_batchnorm; quantize() does)")
     for st in stages[:-1]:
         if st.act is None:
             raise QuantError(f"layer {st.name!r} needs an activation (ReLU) before the next layer with weights: "
@@ -250,13 +272,20 @@ class QuantPlan:
         return out
 
 
-def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tensor | None = None) -> torch.Tensor:
+def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tensor | None = None,
+                 exact: bool = False) -> torch.Tensor:
     """Fake-quantized logits. ``pixels`` (uint8 values) give the exact integer input.
 
     Runs the graph's loop with the plan's quantizers: each weighted layer computes with
     its fake-quantized weights and no bias, its output boundary adds the bias as the
     integer network sees it (:func:`_fake_bias`), and each activation layer becomes its
-    quantizing ReLU (:meth:`ActSpec.fake`).
+    quantizing ReLU (:meth:`ActSpec.fake`); max-pools and flattens run as they are (a
+    max-pool of quantized values is the max-pool of the codes).
+
+    ``exact`` computes what the integer IR computes, to the bit, when the graph runs in
+    float64 (``model.double()``): requantization ratios rounded to the IR's multipliers
+    (:func:`requant_ratios`) and exact ties sent up, as the requantizer's ``half_up`` does.
+    Without it (training) the ratios are the real ones; they differ by < 2^-(multiplier_bits-1).
     """
     stages = quant_stages(model)
     if any(st.divisors for st in stages):
@@ -271,8 +300,18 @@ def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tenso
         xi = torch.where(pixels >= t.amount, 1.0, -1.0)
     else:
         xi = torch.floor(pixels / float(1 << t.shift_amount)) - t.amount
-    h = plan.input.scale * xi + plan.input.offset
+    dtype = next(model.parameters()).dtype
+    h = (plan.input.scale * xi + plan.input.offset).to(dtype)
     wqs = {}
+    # exact: (rounded ratio / real ratio) per channel, applied to the biased accumulator
+    corr = {}
+    if exact:
+        for st in stages:
+            a_in, a_out = bounds[st.name]
+            if a_out is not None and a_out.kind != "bipolar" and plan.requant == "multiplier":
+                r = requant_ratios(a_in, plan.weights[st.name], a_out, model.shapes[st.name][-1])
+                m, sh, _ = rounded_ratios(r, plan.multiplier_bits)
+                corr[st.name] = torch.as_tensor(np.broadcast_to(m / 2.0 ** sh, r.shape) / r, dtype=dtype)
 
     def params(name, layer):
         wqs[name] = wq = plan.weights[name].fake(layer.weight)
@@ -282,9 +321,11 @@ def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tenso
         if name not in wqs:
             return y
         b = layer.bias if layer.bias is not None else torch.zeros(y.shape[-1], dtype=y.dtype)
-        return y + _fake_bias(b, wqs.pop(name), *bounds[name], plan.weights[name])
+        y = y + _fake_bias(b, wqs.pop(name), *bounds[name], plan.weights[name])
+        return y * corr[name] if name in corr else y
 
-    return model.run(h, params=params, act=lambda name, layer, z: plan.acts[name].fake(z), out=out)
+    margin = 1e-9 if exact else 0.0
+    return model.run(h, params=params, act=lambda name, layer, z: plan.acts[name].fake(z, margin), out=out)
 
 
 def _fake_bias(b: torch.Tensor, wq: torch.Tensor, a_in: ActSpec, a_out, wquant: WeightQuant) -> torch.Tensor:
@@ -293,7 +334,8 @@ def _fake_bias(b: torch.Tensor, wq: torch.Tensor, a_in: ActSpec, a_out, wquant: 
     Mirrors :func:`export_network`: ``z = s_acc·(acc + bias_int) (+ threshold)``.
     """
     s_acc = a_in.scale * torch.as_tensor(np.broadcast_to(wquant.scale, (b.shape[0],)).copy(), dtype=b.dtype)
-    off = a_in.offset * wq.detach().sum(1)
+    # an input offset reaches every weight of a channel (every kernel position of a filter)
+    off = a_in.offset * wq.detach().flatten(1).sum(1)
     if a_out is not None and a_out.kind == "bipolar":
         t = a_out.offset
         exact = s_acc * torch.floor((b.detach() + off - t) / s_acc) + t - off
@@ -324,8 +366,23 @@ def multiplier_shift(r: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, 
     return m, s, err
 
 
+def requant_ratios(a_in: ActSpec, wq: WeightQuant, a_out: ActSpec, channels: int) -> np.ndarray:
+    """Per output channel, the real ratio ``s_in·s_w / s_out`` a requantizer applies."""
+    return a_in.scale * np.broadcast_to(np.asarray(wq.scale, np.float64), (channels,)) / a_out.scale
+
+
+def rounded_ratios(r: np.ndarray, bits: int):
+    """``(m, s, max_relative_error)`` of the IR's requantizer for ratios ``r``: one multiplier and
+    shift for the layer when every channel has the same ratio, else one per channel."""
+    if np.allclose(r, r[0], rtol=0, atol=0):
+        m, s, err = multiplier_shift(r[:1], bits)
+        return m[0], s[0], err
+    return multiplier_shift(r, bits)
+
+
 def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
-    """The integer IR of ``model`` under ``plan``: one IR layer per stage (see the module docstring)."""
+    """The integer IR of ``model`` under ``plan``: per stage its weighted layer, then its max-pool
+    (on the requantized codes) if it has one (see the module docstring)."""
     stages = quant_stages(model)
     bounds = plan.boundaries(stages)
     layers = []
@@ -338,13 +395,13 @@ def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
         sw = np.broadcast_to(np.asarray(wq.scale, np.float64), (w.shape[0],))
         s_acc = a_in.scale * sw
         # an activation offset (bipolar {0, c}) is a constant input: fold W·offset into the bias
-        b_eff = b + a_in.offset * (q * sw[:, None]).sum(1)
+        b_eff = b + a_in.offset * (q.reshape(len(q), -1) * sw[:, None]).sum(1)
         lname = st.name
         if a_out is None:
             if not np.allclose(sw, sw[0]):
                 raise QuantError("the last layer needs one weight scale for all outputs (argmax of raw logits)")
             bias = np.floor(b_eff / s_acc + 0.5).astype(np.int64)
-            layers.append(st.layer.to_ir(q, wq.fmt, a_in.fmt, bias, None, lname))
+            layers += _stage_ir(st, q, wq.fmt, a_in.fmt, bias, None)
             continue
         if a_out.kind == "bipolar":
             # +1 iff s_acc·(acc + b_eff/s_acc) ≥ threshold c/2 ⇔ acc + floor((b_eff − c/2)/s_acc) ≥ 0
@@ -363,19 +420,23 @@ def export_network(model, plan: QuantPlan, name: str = "net") -> Network:
                 rq = RequantParams(a_out.fmt, np.int64(shift) if np.ndim(shift) == 0 else shift, None,
                                    "half_up", True)
             else:
-                if np.allclose(r, r[0], rtol=0, atol=0):
-                    m, s, err = multiplier_shift(r[:1], plan.multiplier_bits)
-                    m, s = m[0], s[0]
-                else:
-                    m, s, err = multiplier_shift(r, plan.multiplier_bits)
+                m, s, err = rounded_ratios(r, plan.multiplier_bits)
                 mult_err = max(mult_err, err)
                 rq = RequantParams(a_out.fmt, s, m, "half_up", True)
-        layers.append(st.layer.to_ir(q, wq.fmt, a_in.fmt, bias, rq, lname))
+        layers += _stage_ir(st, q, wq.fmt, a_in.fmt, bias, rq)
     meta = dict(plan.metadata)
     if plan.requant == "multiplier":
         meta["multiplier_bits"] = plan.multiplier_bits
         meta["multiplier_max_rel_error"] = mult_err
     return Network(layers, plan.transform, name, meta)
+
+
+def _stage_ir(st, q, weight_format, in_format, bias, requant) -> list:
+    """The IR layers of one stage (its weighted layer, then its max-pool if any)."""
+    try:
+        return list(st.to_ir(q, weight_format, in_format, bias, requant))
+    except GraphError as e:
+        raise QuantError(str(e)) from None
 
 
 @torch.no_grad()

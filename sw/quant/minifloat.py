@@ -74,7 +74,8 @@ class Minifloat:
         e = torch.clamp(e - 1, min=emin)  # below the normals the step stays 2^(emin − m): subnormals
         # powers of two scale exactly in float32, so round(a / step) · step is exact
         step = torch.ldexp(torch.ones_like(a), (e - self.man_bits).to(torch.int32))
-        q = torch.clamp(torch.round(a / step) * step, max=self.max)
+        # 8 exponent bits without inf/NaN codes reach past float32's range: clamp at what float32 holds
+        q = torch.clamp(torch.round(a / step) * step, max=min(self.max, float(torch.finfo(torch.float32).max)))
         if not self.subnormals:
             q = torch.where(a < self.min_normal, torch.where(a >= self.min_normal / 2, self.min_normal, 0.0), q)
         return torch.copysign(q, x)
@@ -85,11 +86,14 @@ def minifloat_forward(model, pixels, fmt: Minifloat | None) -> torch.Tensor:
     """Logits of ``model`` with weights, biases, input and layer outputs rounded to ``fmt``.
 
     The graph's loop in eval mode (no dropout) with every weighted layer's parameters and
-    output rounded (activations like ReLU keep representable values representable).
+    output rounded (activations like ReLU and max-pools keep representable values
+    representable). Batch norm is folded into the weights first, as the hardware would run it.
     """
     from ..train import to_input
+    from . import folded
 
     q = (lambda t: t) if fmt is None else fmt.quantize
+    model = folded(model)
     model.eval()
     return model.run(q(to_input(pixels)),
                      params=lambda name, layer: tuple(None if p is None else q(p) for p in layer.current_params()),

@@ -18,8 +18,14 @@
 Every scale is a power of two, so :func:`export_wage` gives an IR with shift-only
 requantization; its golden-model outputs equal the WAGE forward pass.
 
-Public API: ``train_wage(dataset_or_arrays, preset, bits="2-8-8-8", epochs, seed) ->
-(WageMLP, info)``, ``export_wage(model) -> Network``, ``parse_wage_bits("2-8-8-8")``.
+Any preset works, MLP or CNN (:class:`WageNet` takes the preset's graph without batch norm
+or dropout as its template): ``lenet`` is the paper's own network, 32C5-MP2-64C5-MP2-512FC-10,
+with a constant scaling layer after every convolution and dense layer (``n_in`` of a
+convolution is ``KH·KW·IC``) and max-pools on the quantized activations.
+
+Public API: ``train_wage(x_train, y_train, preset, bits="2-8-8-8", epochs, seed) ->
+WageNet``, ``export_wage(model) -> Network``, ``parse_wage_bits("2-8-8-8")``; ``WageMLP``
+builds the MLP form directly.
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ import torch
 from torch import nn
 
 from ..formats import IntFormat
-from ..frontends.graph import FloatGraph, Linear, ReLU, Scale
+from ..frontends.graph import Conv2d, Dropout, FloatGraph, Linear, Scale
 from .core import ActSpec, QuantError, QuantPlan, WeightQuant, export_network, input_spec, quant_stages
 
-__all__ = ["WageMLP", "train_wage", "export_wage", "parse_wage_bits", "DEFAULT_WAGE_BITS"]
+__all__ = ["WageNet", "WageMLP", "train_wage", "export_wage", "parse_wage_bits", "DEFAULT_WAGE_BITS"]
 
 DEFAULT_WAGE_BITS = (2, 8, 8, 8)
 
@@ -100,30 +106,42 @@ class _ErrQuant(torch.autograd.Function):
         return (e if m == 0 else _q(e / shift_pow2(m), ctx.k_e)), None
 
 
-class WageMLP(FloatGraph):
-    """An MLP trained the WAGE way: a FloatGraph of ``fc{i}`` (Linear, no bias), ``scale{i}``
-    (the constant scaling layer ÷α) and ``relu{i}``, whose forward pass runs the graph's loop
-    with WAGE's weight quantizer and its activation/error quantizer in place of the ReLUs."""
+class WageNet(FloatGraph):
+    """A network trained the WAGE way, built from ``template`` (a FloatGraph without batch norm):
+    each Linear or Conv2d becomes one without bias with WAGE's initialisation, followed by
+    ``scale{k}`` (the constant scaling layer ÷α, ``k`` counting the weighted layers); ReLU,
+    max-pool and flatten layers stay, dropout goes. Its forward pass runs the graph's loop with
+    WAGE's weight quantizer and its activation/error quantizer in place of the ReLUs."""
 
-    def __init__(self, in_features: int, hidden, classes: int = 10, bits=DEFAULT_WAGE_BITS, seed: int = 0):
+    def __init__(self, template: FloatGraph, bits=DEFAULT_WAGE_BITS, seed: int = 0):
         bits = parse_wage_bits(bits)
-        k_w = bits[0]
-        sizes = [int(in_features), *map(int, hidden), int(classes)]
         gen = torch.Generator().manual_seed(int(seed))
-        l_min = 1.5 * sigma(k_w)
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-            l_std = math.sqrt(6.0 / a)
-            lim = max(l_min, l_std)
+        l_min = 1.5 * sigma(bits[0])
+        layers, k = [], 0
+        for name, layer in template.layers.items():
+            if isinstance(layer, Dropout):
+                continue
+            if not layer.weighted:
+                if layer.param_names or any(True for _ in layer.parameters()):
+                    raise QuantError(f"WAGE replaces batch norm by its constant scaling layer: the template must "
+                                     f"have no {layer.kind} layer ({name!r})")
+                layers.append((name, layer))
+                continue
             # created on the meta device: WAGE's own initialisation replaces torch's (no RNG drawn)
-            lin = Linear(a, b, bias=False, device="meta")
-            lin.weight = nn.Parameter((torch.rand(b, a, generator=gen) * 2 - 1) * lim)
-            layers += [(f"fc{i}", lin), (f"scale{i}", Scale(max(shift_pow2(l_min / l_std), 1.0)))]
-            if i < len(sizes) - 2:
-                layers.append((f"relu{i}", ReLU()))
-        super().__init__((sizes[0],), layers)
+            if isinstance(layer, Conv2d):
+                new = Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                             bias=False, device="meta")
+            elif isinstance(layer, Linear):
+                new = Linear(layer.in_features, layer.out_features, bias=False, device="meta")
+            else:
+                raise QuantError(f"WAGE trains Linear and Conv2d layers, not {layer.kind} ({name!r})")
+            shape = new.weight.shape
+            l_std = math.sqrt(6.0 / math.prod(shape[1:]))  # n_in: a row, or a filter's KH·KW·IC
+            new.weight = nn.Parameter((torch.rand(*shape, generator=gen) * 2 - 1) * max(l_min, l_std))
+            layers += [(name, new), (f"scale{k}", Scale(max(shift_pow2(l_min / l_std), 1.0)))]
+            k += 1
+        super().__init__(template.input_shape, layers)
         self.bits = bits
-        self.arch = {"in_features": sizes[0], "hidden": sizes[1:-1], "classes": sizes[-1]}
 
     @property
     def alphas(self) -> list[float]:
@@ -138,6 +156,18 @@ class WageMLP(FloatGraph):
             return w + (_q(w, k_w) - w).detach(), None
 
         return self.run(x, params=weights, act=lambda name, layer, z: _ActQuant.apply(z, k_a, k_e))
+
+
+class WageMLP(WageNet):
+    """The WAGE network of an MLP: ``fc{i}`` (Linear, no bias), ``scale{i}``, ``relu{i}``."""
+
+    def __init__(self, in_features: int, hidden, classes: int = 10, bits=DEFAULT_WAGE_BITS, seed: int = 0):
+        from ..train import mlp
+
+        with torch.device("meta"):
+            template = mlp(in_features, hidden, classes, dropout=0.0)
+        super().__init__(template, bits, seed)
+        self.arch = {"in_features": int(in_features), "hidden": [int(h) for h in hidden], "classes": int(classes)}
 
 
 def _wage_step(model: WageMLP, lr: float, gen: torch.Generator) -> None:
@@ -157,23 +187,35 @@ def _wage_step(model: WageMLP, lr: float, gen: torch.Generator) -> None:
 
 
 def train_wage(x_train, y_train, *, preset: str = "sfc", bits="2-8-8-8", epochs: int = 10, seed: int = 0,
-               lr: float = 4.0, batch_size: int = 128, classes: int = 10, progress: bool = True) -> WageMLP:
-    """Train a WAGE MLP from scratch on uint8 pixels (see the module docstring).
+               lr: float = 4.0, batch_size: int = 128, classes: int = 10, input_shape=None,
+               progress: bool = True) -> WageNet:
+    """Train a WAGE network of ``preset`` from scratch on uint8 pixels (see the module docstring).
 
     ``lr`` is WAGE's integer-valued learning rate, decayed to a quarter halfway and an
-    eighth at three quarters of the epochs.
+    eighth at three quarters of the epochs. ``input_shape`` (a CNN's ``(H, W, 1)``) defaults
+    to the pixel rows for an MLP and to the preset's image for a CNN.
     """
     from tqdm import tqdm
 
-    from ..train import PRESETS, set_threads, to_input
+    from .. import train as tr
 
-    if preset not in PRESETS:
-        raise QuantError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    set_threads()
+    names = getattr(tr, "PRESET_NAMES", tuple(tr.PRESETS))
+    if preset not in names:
+        raise QuantError(f"preset must be one of {', '.join(names)}, not {preset!r}")
+    tr.set_threads()
     torch.manual_seed(int(seed))
-    x = to_input(x_train)
+    x = tr.to_input(x_train)
     y = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
-    model = WageMLP(x.shape[1], PRESETS[preset], classes, bits, seed)
+    if preset in tr.PRESETS:
+        model = WageMLP(x.shape[1], tr.PRESETS[preset], classes, bits, seed)
+    else:
+        shape = tuple(input_shape) if input_shape is not None else (*tr.CNN_PRESETS[preset].image, 1)
+        if math.prod(shape) != x.shape[1]:
+            raise QuantError(f"preset {preset!r} takes {'×'.join(map(str, shape))} images, not pixel rows of "
+                             f"{x.shape[1]} features")
+        with torch.device("meta"):  # the template's structure only: its weights are never drawn
+            template = tr.build_preset(preset, shape, classes, batchnorm=False, dropout=0.0)
+        model = WageNet(template, bits, seed)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     loss_fn = nn.CrossEntropyLoss()
     k_e = model.bits[3]
@@ -192,14 +234,14 @@ def train_wage(x_train, y_train, *, preset: str = "sfc", bits="2-8-8-8", epochs:
     return model
 
 
-def wage_plan(model: WageMLP) -> QuantPlan:
+def wage_plan(model: WageNet) -> QuantPlan:
     k_w, k_a, k_g, k_e = model.bits
     fmt = IntFormat.ternary() if k_w == 2 else IntFormat.signed(k_w)
     wqs, acts = {}, {}
     for st in quant_stages(model):
         # Q(W, k_W)/α on the grid σ/α (α folded into the weights: Stage.float_params);
         # clip at ±(1−σ) ⇔ integers ±(2^(k−1) − 1)
-        wqs[st.name] = WeightQuant("int", fmt, np.full(st.layer.out_features, sigma(k_w) / math.prod(st.divisors)))
+        wqs[st.name] = WeightQuant("int", fmt, np.full(st.layer.weight.shape[0], sigma(k_w) / math.prod(st.divisors)))
         if st.act:
             acts[st.act] = ActSpec("uint", k_a - 1, sigma(k_a))
     a_in, transform = input_spec(8)
@@ -208,7 +250,7 @@ def wage_plan(model: WageMLP) -> QuantPlan:
                       "act_bits": k_a, "alphas": list(model.alphas)})
 
 
-def export_wage(model: WageMLP, name: str | None = None):
-    """The integer IR of a trained WAGE MLP (shift-only requantization)."""
+def export_wage(model: WageNet, name: str | None = None):
+    """The integer IR of a trained WAGE network (shift-only requantization)."""
     net = export_network(model, wage_plan(model), name or f"wage_{'-'.join(map(str, model.bits))}")
     return net
