@@ -50,3 +50,24 @@ def test_mac_array_golden_equals_spec_golden():
     x, w = rng.integers(-4, 4, (5, 4)), rng.integers(-1, 2, (5, 3, 4))
     assert np.array_equal(spec.golden(x, w), mac_array_golden(x, w))
     assert spec.golden(x, w).tolist() == [sum(int(w[b, p] @ x[b]) for b in range(5)) for p in range(3)]
+
+
+
+@pytest.mark.parametrize("declared", [None, 2 ** 40, 2 ** 60])
+def test_exact_matmul_is_exact_on_every_path(declared):
+    """The bound picks float32 (below 2^24: these weights' own), float64 (below 2^52) or int64:
+    each gives the exact product, here with the bound's extreme row reached."""
+    from lowbit.sw.golden import exact_matmul
+    from lowbit.sw.ir import accumulator_range
+
+    rng = np.random.default_rng(0)
+    layer = DenseLayer(rng.integers(-2 ** 15, 2 ** 15, (3, 2)), "s16", "u8", name="d")
+    w = layer.weights.copy()
+    w[0] = -2 ** 15
+    x = rng.integers(0, 256, (5, 2))
+    x[0] = 255
+    lo, hi = accumulator_range(w, np.zeros(3, int), layer.in_format)
+    assert lo == -2 ** 16 * 255 and max(-lo, hi) < 2 ** 24  # 2^24 - 2^16: float32's exact integers
+    bound = (lo, hi) if declared is None else (-declared, declared)
+    got = exact_matmul(x, w, bound)
+    assert got.dtype == np.int64 and np.array_equal(got, x @ w.T) and got[0].min() == lo

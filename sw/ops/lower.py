@@ -2,7 +2,11 @@
 
 :func:`lower` maps each IR layer to its ops through :data:`LOWERINGS` (IR layer class →
 function), so a new layer kind adds one entry there; a Dense layer becomes one
-:class:`~lowbit.sw.ops.matvec.MatrixVectorOp`. Everything that concerns a whole network —
+:class:`~lowbit.sw.ops.matvec.MatrixVectorOp`, a Conv2d layer a
+:class:`~lowbit.sw.ops.window.SlidingWindowOp` and a matrix-vector op over its ``OH·OW``
+im2col vectors, a MaxPool2d layer a :class:`~lowbit.sw.ops.pool.MaxPoolOp`. Each IR layer has
+exactly one op that takes a fold (:func:`foldable_ops`); its other ops follow that fold (the
+window takes the matrix-vector fold's SIMD). Everything that concerns a whole network —
 the golden run, the initiation interval, the MAC lanes, the cost, the stream checks between
 neighbours — is a loop over ops here, never a loop over dense layers elsewhere.
 """
@@ -11,18 +15,29 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..ir import DenseLayer, Network
+from ..ir import Conv2dLayer, DenseLayer, MaxPool2dLayer, Network
 from .base import HardwareOp, OpResult
 from .matvec import MatrixVectorOp
+from .pool import MaxPoolOp
+from .window import SlidingWindowOp
 
 __all__ = ["LOWERINGS", "lower", "run_ops", "initiation_interval", "mac_lanes", "network_cost",
-           "check_neighbours", "foldable_ops"]
+           "check_neighbours", "foldable_ops", "ops_by_layer"]
+
+
+def folded(ops: tuple[HardwareOp, ...], fold) -> tuple[HardwareOp, ...]:
+    """``ops`` (one IR layer's) each folded by the layer's ``fold``, or unfolded for ``None``."""
+    return ops if fold is None else tuple(op.with_fold(fold) for op in ops)
+
 
 #: IR layer class → ``f(layer, index, fold) -> tuple of ops``; ``fold`` is the layer's entry
 #: of a :class:`~lowbit.sw.fold.FoldPlan` or ``None`` (unfolded ops).
 LOWERINGS: dict[type, Callable[..., tuple[HardwareOp, ...]]] = {
-    DenseLayer: lambda layer, index, fold: (
-        MatrixVectorOp(layer, index) if fold is None else MatrixVectorOp(layer, index).with_fold(fold),),
+    DenseLayer: lambda layer, index, fold: folded((MatrixVectorOp(layer, index),), fold),
+    Conv2dLayer: lambda layer, index, fold: folded(
+        (SlidingWindowOp(layer, index),
+         MatrixVectorOp(layer.as_dense(), index, vectors=layer.out_shape[0] * layer.out_shape[1])), fold),
+    MaxPool2dLayer: lambda layer, index, fold: folded((MaxPoolOp(layer, index),), fold),
 }
 
 
@@ -44,19 +59,25 @@ def lower(net: Network, plan=None) -> tuple[HardwareOp, ...]:
     return ops
 
 
+def ops_by_layer(ops) -> list[tuple[HardwareOp, ...]]:
+    """The ops of each IR layer, in layer order (each layer's in stream order)."""
+    by_layer: dict[int, list[HardwareOp]] = {}
+    for op in ops:
+        by_layer.setdefault(op.index, []).append(op)
+    return [tuple(by_layer[k]) for k in sorted(by_layer)]
+
+
 def foldable_ops(ops) -> list[HardwareOp]:
     """The op of each IR layer that takes the layer's fold (a plan has one fold per IR layer:
     the other ops of a layer follow that fold), in layer order."""
-    by_layer: dict[int, list[HardwareOp]] = {}
-    for op in ops:
-        by_layer.setdefault(op.index, [])
-        if op.fold_options():
-            by_layer[op.index].append(op)
-    for index, foldable in by_layer.items():
+    out = []
+    for group in ops_by_layer(ops):
+        foldable = [op for op in group if op.fold_options()]
         if len(foldable) != 1:
-            raise ValueError(f"layer {index} must lower to exactly one op that takes a fold (a plan holds one fold "
-                             f"per layer), not {len(foldable)}")
-    return [by_layer[k][0] for k in sorted(by_layer)]
+            raise ValueError(f"layer {group[0].index} must lower to exactly one op that takes a fold (a plan holds "
+                             f"one fold per layer), not {len(foldable)}")
+        out.append(foldable[0])
+    return out
 
 
 def check_neighbours(ops) -> None:

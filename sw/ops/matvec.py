@@ -21,13 +21,9 @@ import numpy as np
 from ..ir import DenseLayer
 from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, param_banks, weight_banks
 from ..specs import MacArraySpec, RequantSpec
-from .base import FoldError, HardwareOp, OpResult, StreamShape
+from .base import FoldError, HardwareOp, OpResult, StreamShape, divisors
 
 __all__ = ["MatrixVectorOp", "LayerFold"]
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ class MatrixVectorOp(HardwareOp):
 
     def fold_options(self) -> list[LayerFold]:
         rows, cols = self.layer.out_features, self.layer.in_features
-        return [LayerFold(pe, simd, rows, cols) for pe in _divisors(rows) for simd in _divisors(cols)]
+        return [LayerFold(pe, simd, rows, cols) for pe in divisors(rows) for simd in divisors(cols)]
 
     def mac_format_pairs(self) -> tuple:
         return ((self.layer.weight_format, self.layer.in_format),)
