@@ -128,3 +128,12 @@ def test_parse_input_bits():
     assert parse_input_bits("", ["pow2"]) == {}
     assert parse_input_bits("8", ["pow2", "binary"]) == {"pow2": 8, "binary": 8}
     assert parse_input_bits("binary=8, pow2=4", ["pow2", "binary"]) == {"binary": 8, "pow2": 4}
+
+
+def test_code_version_ignores_comments_and_docstrings():
+    from lowbit.sw.commands.report import _code_tree, code_version
+
+    doc = _code_tree(b'"""Module."""\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
+    assert doc == _code_tree(b"def f(x):\n    return x + 1\n")
+    assert doc != _code_tree(b"def f(x):\n    return x + 2\n")
+    assert code_version() == code_version() and len(code_version()) == 20

@@ -18,8 +18,9 @@ resumes where it stopped; ``--no-cache`` recomputes (and rewrites) every row. A 
 (:func:`row_key`) holds everything its number depends on: the preset, the dataset's content
 (a digest of its arrays), the float checkpoint's SHA-256 (WAGE rows, trained from scratch,
 have none), the method, bit widths and options, the mode with its QAT epochs, the seed and
-the calibration size, and the code version (:func:`code_version`: a digest of the sources of
-the quantizers, the float graph, training, the IR and the golden model). A row whose key
+the calibration size, and the code version (:func:`code_version`: a digest of the code of the
+quantizers, the float graph, training, the IR and the golden model, comments and docstrings
+left out). A row whose key
 changed is recomputed; stale entries are never read again.
 """
 
@@ -65,14 +66,31 @@ def add_arguments(parser) -> None:
 
 # ---- the row cache ----------------------------------------------------------------------
 def code_version() -> str:
-    """A digest of the sources in :data:`CODE_SOURCES` (their paths and bytes)."""
+    """A digest of the code in :data:`CODE_SOURCES`: each file's path and syntax tree without its
+    comments and docstrings, so editing documentation keeps the cache (any code change drops it)."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for part in CODE_SOURCES:
         p = root / part
         for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []):
-            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + _code_tree(f.read_bytes()) + b"\0")
     return h.hexdigest()[:20]
+
+
+def _code_tree(source: bytes) -> bytes:
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source  # the bytes then (such code fails anyway)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
 
 
 def file_sha256(path) -> str:

@@ -7,6 +7,15 @@ the forward pass computes exactly the integer network's values (times their scal
 the backward pass lets gradients through the rounding wherever the value lies inside the
 clip range. The fine-tuned weights are exported with the same plan, so the integer IR
 realises what was trained.
+
+Batch norm is folded before the plan is built and fine-tuning starts
+(:func:`lowbit.sw.quant.folded`), not kept during QAT and folded at export: the plan's
+frozen weight scales are computed on the folded weights, the weights being trained are the
+ones the IR will hold, and the fake-quantized forward pass is then the integer network
+itself. Keeping batch norm would train weights whose folded values (scaled per channel by
+statistics that keep moving) no longer match the frozen scales, and the exported network
+would not be the one trained. The price, a network without batch norm's normalisation
+while it is fine-tuned, is small for the few epochs of QAT at its low learning rate.
 """
 
 from __future__ import annotations
