@@ -24,7 +24,8 @@ MARKER = re.compile(r"<!-- spec-test: ([\w-]+) -->")
 #: every marked block, each read by a test below
 BLOCKS = {"formats", "codes", "top-fields", "input-fields", "dense-fields", "requant-fields", "requant-examples",
           "rounding", "argmax", "transforms", "input-spec", "datasets", "digits-scaling", "example-header", "example-arrays",
-          "example-trace", "example-memories", "example-streams"}
+          "example-trace", "example-memories", "example-streams", "conv2d-fields", "maxpool2d-fields", "pad-values",
+          "conv-example-header", "conv-example-arrays", "conv-example-trace", "conv-example-cycles"}
 
 
 def clean(cell: str) -> str:
@@ -292,6 +293,103 @@ def test_example_streams_and_ports(example_build, example_file):
     section = TEXT[TEXT.index("| port | direction | content |"):TEXT.index("**Input**")]
     ports = {p for p in re.findall(r"`(\w+)`", section)}
     assert ports == set(manifest["ports"]) | {manifest["clock"], "rst"}
+
+
+# ---- 4.5-4.7 and 9: convolutional networks -------------------------------------------------
+def conv_example_header() -> dict:
+    return json.loads("\n".join(marked("conv-example-header")))
+
+
+def conv_example_arrays() -> dict:
+    out = {}
+    for line in marked("conv-example-arrays"):
+        key, value = line.split(None, 1)
+        out[key] = np.array(json.loads(value), np.int64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def conv_example_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "conv-example.npz"
+    header = json.dumps(conv_example_header()).encode()
+    np.savez(path, header=np.frombuffer(header, np.uint8), **conv_example_arrays())
+    return path
+
+
+def test_conv_and_pool_fields_are_the_written_ones(conv_example_file):
+    from lowbit.sw.ir import Conv2dLayer, MaxPool2dLayer
+
+    layers = Network.load(conv_example_file).to_header()["layers"]
+    assert [r["field"] for r in table("conv2d-fields")] == ["op", *Conv2dLayer.FIELDS] == list(layers[0])
+    assert [r["field"] for r in table("maxpool2d-fields")] == ["op", *MaxPool2dLayer.FIELDS] == list(layers[1])
+
+
+def test_pad_values():
+    from lowbit.sw.ir import pad_value
+
+    rows = table("pad-values")
+    assert [r["in_format"] for r in rows] == ["uN", "sN", "ternary", "bipolar"]
+    for row in rows:
+        for text in ([row["in_format"].replace("N", str(n)) for n in (2, 4, 8)] if "N" in row["in_format"]
+                     else [row["in_format"]]):
+            assert pad_value(parse_format(text)) == int(row["pad value"]), text
+
+
+def test_conv_example_file_loads_and_is_what_lowbit_writes(conv_example_file, tmp_path):
+    net = Network.load(conv_example_file)
+    assert json.dumps(net.to_header()) == json.dumps(conv_example_header())
+    back = dict(np.load(net.save(tmp_path / "again.npz")))
+    assert sorted(back) == ["header", *sorted(conv_example_arrays())]
+    for key, a in conv_example_arrays().items():
+        assert np.array_equal(back[key], a) and back[key].dtype == np.int64
+    conv0, _, fc2 = net.layers
+    text = clean(TEXT)
+    assert f"lo..hi = {conv0.acc_range[0]}..{conv0.acc_range[1]}, {conv0.acc_bits} bits" in text
+    assert f"fc2: {fc2.acc_range[0]}..{fc2.acc_range[1]}, {fc2.acc_bits} bits" in text
+    rows = re.search(r"as rows of `Wd`.*?: `(\[.*?\])` and `(\[.*?\])`", TEXT, re.S)
+    assert [json.loads(clean(r)) for r in rows.groups()] == conv0.as_dense().weights.tolist()
+
+
+def test_conv_example_trace(conv_example_file):
+    from lowbit.sw.golden import im2col
+
+    net = Network.load(conv_example_file)
+    rows = {}
+    for line in marked("conv-example-trace"):
+        label, value = re.match(r"(\w+(?: \w+)*?)\s{2,}(.*)", line).groups()
+        rows[label] = json.loads(value)
+    pixels = np.array(rows["pixels"])
+    res = run_network(net, pixels.reshape(1, -1), raw_pixels=True)
+    x = net.input.apply(pixels)
+    assert x.tolist() == rows["x"]
+    cols = im2col(x.reshape(1, 4, 4, 1), (3, 3), (1, 1), (1, 1), pad_value=-1)
+    assert cols[0, 0, 0].tolist() == rows["im2col 0 0"] and cols[0, 1, 2].tolist() == rows["im2col 1 2"]
+    assert res.accumulators[0][0].tolist() == rows["conv0 a"] and res.activations[0][0].tolist() == rows["conv0 y"]
+    assert res.activations[1][0].tolist() == rows["pool1 y"]
+    assert res.activations[1][0].reshape(-1).tolist() == rows["fc2 x"]
+    assert res.logits[0].tolist() == rows["logits"] and int(res.classes[0]) == rows["class"]
+    # "twice the real plus-shaped sum": the 0/1 image zero-padded, by the formula
+    real = np.pad((x + 1) // 2, 1)
+    plus = net.layers[0].weights[0, :, :, 0]
+    assert rows["conv0 a"][0][0][0] == 2 * int((real[0:3, 0:3] * plus).sum())
+
+
+def test_conv_example_folds_and_cycles(conv_example_file):
+    from lowbit.sw.fold import parse_fold, plan_folding
+    from lowbit.sw.ops import lower
+
+    net = Network.load(conv_example_file)
+    fold = re.search(r"Folded `--fold ([\dx,]+)`", TEXT).group(1)
+    plan = plan_folding(net, parse_fold(fold, len(net.layers)))
+    ops = lower(net, plan)
+    rows = table("conv-example-cycles")
+    spelled = {"sliding_window": "sliding window", "matrix_vector": "matrix-vector", "max_pool": "max-pool"}
+    assert [r["unit"] for r in rows] == [f"{op.name} {spelled[op.kind]}" for op in ops]
+    for row, op in zip(rows, ops, strict=True):
+        expression = row["cycles"].replace("·", "*").replace("/", "//")
+        assert eval(expression, {"max": max}) == int(row["per image"]) == op.cycles(), row  # noqa: S307
+    assert f"max({', '.join(r['per image'] for r in rows)}) = {plan.initiation_interval}" in TEXT
+    assert ops[0].fold.in_lanes == 1 and ops[0].fold.simd == 3
 
 
 def test_every_marked_block_is_tested():

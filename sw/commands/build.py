@@ -16,6 +16,10 @@ manifest.json (memories with sha256, I/O protocol, port map, folding, expected c
 Folding: --fold "16x16,16x16,16x16,10x16" (PExSIMD per layer, or one for all) or automatic
 with --max-lanes N (fastest folding within N MAC lanes) or --target-cycles N (fewest lanes
 reaching N cycles per image). PE must divide the layer's outputs and SIMD its inputs.
+A convolution folds as its matrix (PE | out channels, SIMD | KH*KW*C, and SIMD divides C or
+is a multiple of C dividing KW*C); a max-pool's entry is its PE alone (channels per beat,
+a divisor of C): e.g. --fold "32x5,4,8x32,2,8x64,10x8" for lenet. Hardware for conv2d and
+maxpool2d layers is not generated yet (they fold and run in the golden model).
 """
 
 
