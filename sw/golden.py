@@ -166,8 +166,16 @@ def run_network(net: Network, x, *, raw_pixels: bool = False, keep: str = "all")
 
     ops = lower(net)
     kept = range(len(net.layers)) if keep == "all" else [len(net.layers) - 1]
-    acts: dict[int, list] = {k: [] for k in kept}
-    accs: dict[int, list] = {k: [] for k in kept}
+    acts: list = [None] * len(net.layers)
+    accs: list = [None] * len(net.layers)
+
+    def put(into: list, k: int, start: int, values: np.ndarray) -> None:
+        # filled in place (allocated at the first chunk): no second copy of large results
+        values = values.reshape(len(values), *net.layers[k].out_shape)
+        if into[k] is None:
+            into[k] = np.empty((len(x), *values.shape[1:]), values.dtype)
+        into[k][start:start + len(values)] = values
+
     for start in range(0, max(len(x), 1), GOLDEN_CHUNK):
         chunk = x[start:start + GOLDEN_CHUNK]
         results = run_ops(ops, net.input.apply(chunk) if raw_pixels else chunk)
@@ -178,16 +186,10 @@ def run_network(net: Network, x, *, raw_pixels: bool = False, keep: str = "all")
             if r.acc is not None:
                 acc[op.index] = r.acc
         for k in kept:
-            shape = (len(chunk), *net.layers[k].out_shape)
-            acts[k].append(out[k].reshape(shape))
+            put(acts, k, start, out[k])
             if k in acc:
-                accs[k].append(acc[k].reshape(shape))
-
-    def joined(parts):
-        return np.concatenate(parts) if parts else None
-
-    return NetworkResult([joined(acts.get(k, [])) for k in range(len(net.layers))],
-                         [joined(accs.get(k, [])) for k in range(len(net.layers))])
+                put(accs, k, start, acc[k])
+    return NetworkResult(acts, accs)
 
 
 def mac_array_golden(x_beats, w_beats) -> np.ndarray:
