@@ -37,6 +37,7 @@ from lowbit.sw.util import check_replaceable, replace_folder
 from .emit import port_map
 from .network import NetworkTop
 from .readmem import use_readmemh
+from .registry import check_components
 from .simmodel import MODEL_DIFFERENCES, check_lane_multipliers, multiplier_pairs
 
 __all__ = ["build_network", "IO_PROTOCOL", "TOP_NAME", "MEMORY_STYLES"]
@@ -81,6 +82,7 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     out_dir = check_replaceable(out_dir, is_previous=holds_manifest, what="a previous lowbit build",
                                 param="output folder")  # before minutes of generation, not after
     ops = lower(net, plan)
+    check_components(ops)
     top = NetworkTop(ops)
     text = verilog.convert(top, name=TOP_NAME, emit_src=False)
 

@@ -13,7 +13,23 @@ from lowbit.sw.ops import HardwareOp, MatrixVectorOp
 from .mvu import MatrixVectorUnit
 from .simmodel import check_model
 
-__all__ = ["COMPONENTS", "component_for"]
+__all__ = ["COMPONENTS", "component_for", "MissingComponent", "check_components"]
+
+
+class MissingComponent(ValueError):
+    """An op that has no hardware component (yet)."""
+
+    def __init__(self, op: HardwareOp):
+        kinds = ", ".join(c.kind for c in COMPONENTS)
+        super().__init__(f"layer {op.index} ({op.name!r}) lowers to a {op.kind} op, which has no hardware component "
+                         f"yet: ops with hardware are {kinds} (convolution and max-pool hardware is issue 13's work)")
+
+
+def check_components(ops) -> None:
+    """Refuse, before any generation, a network with an op that has no component."""
+    for op in ops:
+        if type(op) not in COMPONENTS:
+            raise MissingComponent(op)
 
 COMPONENTS: dict[type, type] = {
     MatrixVectorOp: MatrixVectorUnit,
@@ -24,8 +40,7 @@ def component_for(op: HardwareOp, *, model: str = "synthesis"):
     """The component of a folded ``op`` (``model``: see :data:`lowbit.hw.simmodel.MODELS`)."""
     cls = COMPONENTS.get(type(op))
     if cls is None:
-        kinds = ", ".join(c.__name__ for c in COMPONENTS)
-        raise TypeError(f"op must be one of {kinds} (the ops with a registered component), not {type(op).__name__}")
+        raise MissingComponent(op)
     if not op.folded:
         raise ValueError(f"op {op.name!r} must be folded (op.with_fold(...)) before it becomes hardware")
     return cls(op, model=check_model(model))

@@ -231,7 +231,8 @@ def unpack_words(words, lanes: int, bits: int) -> np.ndarray:
 
 
 # ---- weights -------------------------------------------------------------------------------
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n``, ascending: the fold options of a dimension of ``n``."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
@@ -246,7 +247,7 @@ def check_fold(rows: int, cols: int, pe: int, simd: int, *, name: str = "dense")
     """
     for pname, value, n, what in (("pe", pe, rows, "rows (outputs)"), ("simd", simd, cols, "columns (inputs)")):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1 or n % value:
-            divs = ", ".join(map(str, _divisors(n)))
+            divs = ", ".join(map(str, divisors(n)))
             raise ValueError(
                 f"{pname} must be a divisor of the {n} {what} of layer {name!r} "
                 f"({rows}×{cols}; allowed {pname}: {divs}), not {value!r}")

@@ -40,7 +40,10 @@ def run(args) -> int:
     print(f"golden-model accuracy {100 * acc:.2f}% on {len(y)} {ds.name} test images")
     for layer, sat, clip in zip(net.layers, res.saturation(net), layer_clip_rates(net, res)):
         if clip is None:
-            print(f"  {layer.name:8s} {'raw logits' if layer.requant is None else 'bipolar (sign, no clip)'}")
+            rq = getattr(layer, "requant", None)
+            what = ("raw logits" if layer.out_format is None else
+                    f"{layer.op}: passes its {layer.out_format} codes through" if rq is None else "bipolar (sign, no clip)")
+            print(f"  {layer.name:8s} {what}")
         else:
             print(f"  {layer.name:8s} saturation {100 * sat:6.2f}%  (clipped high {100 * clip[0]:6.2f}%, "
                   f"below {'0 (ReLU)' if layer.requant.relu else 'lo'} {100 * clip[1]:6.2f}%)")

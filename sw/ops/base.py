@@ -27,14 +27,9 @@ from typing import ClassVar
 import numpy as np
 
 from ..formats import IntFormat, from_twos_complement, signed_range, to_twos_complement
-from ..pack import pack_words, unpack_words
+from ..pack import divisors, pack_words, unpack_words
 
 __all__ = ["StreamShape", "HardwareOp", "OpResult", "FoldError", "divisors"]
-
-
-def divisors(n: int) -> list[int]:
-    """The divisors of ``n``, ascending: the fold options of a dimension of ``n``."""
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 class FoldError(ValueError):
