@@ -35,7 +35,7 @@ def network_demo(out: Path, *, images: int = 1000, preset: str = "sfc", method: 
     print(f"    float32 test accuracy {100 * info['test_accuracy']:.2f}% ({time.perf_counter() - t0:.0f} s)")
 
     net = quantize(model, method, weight_bits, act_bits, ds.x_train[:4000], progress=False)
-    golden = run_network(net, ds.x_test, raw_pixels=True)
+    golden = run_network(net, ds.x_test, raw_pixels=True, keep="logits")
     golden_acc = float(np.mean(golden.classes == ds.y_test))
     print(f"    quantized: {method} W{weight_bits}A{act_bits} (shift-and-clip requantization), integer golden model "
           f"{100 * golden_acc:.2f}% on all {len(ds.y_test)} test images")

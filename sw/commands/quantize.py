@@ -106,7 +106,7 @@ def run(args) -> int:
                        train_data=(ds.x_train, ds.y_train), qat_epochs=args.qat_epochs, seed=args.seed,
                        **method_options(args))
     net.metadata.update(dataset=ds.name)
-    acc = float(np.mean(run_network(net, ds.x_test, raw_pixels=True).classes == ds.y_test))
+    acc = float(np.mean(run_network(net, ds.x_test, raw_pixels=True, keep="logits").classes == ds.y_test))
     net.metadata["golden_test_accuracy"] = acc
     path = Path(args.out or f"build/ir/{net.name}.npz")
     net.save(path)

@@ -153,7 +153,7 @@ def evaluate_point(task: dict) -> dict:
     x, y = ds.x_test, ds.y_test
     if task["test_images"]:
         x, y = x[:task["test_images"]], y[:task["test_images"]]
-    acc = float(np.mean(run_network(net, x, raw_pixels=True).classes == y))
+    acc = float(np.mean(run_network(net, x, raw_pixels=True, keep="logits").classes == y))
     plan = auto_fold(net, max_lanes=task["lanes"])
     ops = lower(net, plan)
     cost = network_cost(ops, task["cost_family"], task["mem_family"])
