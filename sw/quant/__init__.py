@@ -1,5 +1,9 @@
 """Quantizers: float32 FloatGraphs (:mod:`lowbit.sw.frontends.graph`) → integer IR networks.
 
+MLPs and CNNs alike: dense and conv layers (weight scales per layer or per output channel,
+i.e. per filter), max-pools on the codes, batch norm folded first (:func:`folded`). See
+:mod:`lowbit.sw.quant.core` for the conventions.
+
 Public API
 ----------
 ``quantize(model, method, weight_bits=None, act_bits=None, calib_data=None, *, qat=False,
