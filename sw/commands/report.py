@@ -254,7 +254,7 @@ def run(args) -> int:
     counts = {"computed": 0, "cached": 0}
 
     def golden(net):
-        return float(np.mean(run_network(net, ds.x_test, raw_pixels=True).classes == ds.y_test))
+        return float(np.mean(run_network(net, ds.x_test, raw_pixels=True, keep="logits").classes == ds.y_test))
 
     def add(preset, method, config, b, mode, acc, base, notes="", ibits=None, seconds=None, cached=False):
         rows.append({"preset": preset, "method": method, "config": config, "bits": b, "mode": mode,
