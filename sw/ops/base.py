@@ -186,13 +186,18 @@ class HardwareOp(abc.ABC):
     def out_stream(self) -> StreamShape:
         ...
 
-    @abc.abstractmethod
     def memories(self) -> tuple:
-        """The op's memories (:class:`lowbit.sw.memimage.Memory`), packed once per op object."""
+        """The op's memories (:class:`lowbit.sw.memimage.Memory`), packed once per op object; none by default."""
+        return ()
 
     @abc.abstractmethod
     def cost(self, family: str, mem_family: str | None = None) -> dict:
         """Cost-model estimate: ``lut, ff, bram, dsp, lutram_luts``."""
+
+    def _no_cost_model(self, unit: str):
+        """For ops whose component (and so whose cost) is still to come (issue 13)."""
+        raise NotImplementedError(f"op {self.name!r} ({self.kind}) has no cost model yet: the {unit}'s "
+                                  f"component and cost come with issue 13")
 
     @abc.abstractmethod
     def manifest_entry(self) -> dict:

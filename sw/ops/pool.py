@@ -107,12 +107,8 @@ class MaxPoolOp(HardwareOp):
         return self._stream(self.layer.out_shape)
 
     # ---- memories, cost, manifest ------------------------------------------------------------
-    def memories(self) -> tuple:
-        return ()
-
     def cost(self, family: str, mem_family: str | None = None) -> dict:
-        raise NotImplementedError(f"op {self.name!r} ({self.kind}) has no cost model yet: the max-pool unit's "
-                                  f"component and cost come with issue 13")
+        self._no_cost_model("max-pool unit")
 
     def manifest_entry(self) -> dict:
         f, layer = self._need_fold("manifest entry"), self.layer

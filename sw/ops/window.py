@@ -152,12 +152,8 @@ class SlidingWindowOp(HardwareOp):
         return ((kh - 1) * wp + kw) * layer.in_channels // f.in_lanes
 
     # ---- memories, cost, manifest ------------------------------------------------------------
-    def memories(self) -> tuple:
-        return ()
-
     def cost(self, family: str, mem_family: str | None = None) -> dict:
-        raise NotImplementedError(f"op {self.name!r} ({self.kind}) has no cost model yet: the sliding-window unit's "
-                                  f"component and cost come with issue 13")
+        self._no_cost_model("sliding-window unit")
 
     def manifest_entry(self) -> dict:
         f, layer = self._need_fold("manifest entry"), self.layer
