@@ -18,15 +18,27 @@ Fold: the window follows the layer's matrix-vector fold and takes its ``SIMD``: 
 dividing ``KW·C`` (then ``L = C``, one pixel per input beat, and an output beat spans
 ``SIMD/C`` kernel columns of one kernel row).
 
-Cycles per image: ``max(H·W·C/L, OH·OW·K/SIMD)``, the larger of its input and output beats:
-it moves at most one beat in and one beat out per cycle and overlaps the two (the line
-buffer takes the next rows while windows leave). The matrix-vector op after it takes
-``OH·OW·(OC/PE)·(K/SIMD)`` cycles, never fewer than the output beats, so the window limits a
-layer only through its input (a large stride).
+Line buffer (the hardware of :mod:`lowbit.hw.window`): a circular buffer of
+:attr:`SlidingWindowOp.buffer_pixels` ``D`` pixels, each ``C/L`` words of ``L`` lanes, that holds
+the input pixels from the oldest one a window still needs to the newest one written. The
+largest span a window needs is ``(KH − 1)·W + KW`` pixels (its first to its last pixel in
+raster order; padding is made, not stored), so ``D`` is that span plus ``min(KW, span // 4)``
+pixels of slack (at most 1.25× the span; the slack lets the writer run ahead of a stride-1
+window, so windows leave back to back), rounded up to a multiple of the ``SIMD/L`` banks a
+parallel-window beat reads from at once (pixel ``q`` in bank ``q mod banks``).
 
-Line buffer: ``((KH − 1)·Wp + KW)·C/L`` words of ``L`` lanes, ``Wp = W + 2·pw`` the padded width
-(:attr:`SlidingWindowOp.buffer_words`). No initialized memories. Its component and cost model
-come with the hardware issue (13).
+Cycles per image: the unit moves at most one beat in and one beat out per cycle and overlaps
+the two, so it takes at least ``max(in_beats, out_beats)``. Within an image the writer runs
+ahead of the windows, but at a change of window the next window may need pixels more than
+``D − 1`` past the release point of the one before (above all the first window of the next
+image, which needs its first ``(KH − 1 − ph)·W + KW − pw`` pixels); those arrive while no
+window leaves: ``stall_beats`` per image. With the output side bounding (stride 1) the
+cycles are ``out_beats + stall_beats``; in general :meth:`SlidingWindowOp.cycles` follows the
+unit's schedule window by window (:meth:`SlidingWindowOp._schedule_cycles`: the writer takes a
+word per cycle while the pixel fits, a window leaves once its last pixel is in), exact at full
+rate. The matrix-vector op after the window takes ``OH·OW·(OC/PE)·(K/SIMD)`` cycles, never
+fewer than the output beats, and replays each vector ``OC/PE`` times, so the window rarely
+limits a layer.
 """
 
 from __future__ import annotations
@@ -43,12 +55,16 @@ __all__ = ["SlidingWindowOp", "WindowFold"]
 
 @dataclass(frozen=True)
 class WindowFold:
-    """The window's share of a convolution's fold: ``simd`` output lanes, ``in_lanes`` input lanes."""
+    """The window's share of a convolution's fold: ``simd`` output lanes, ``in_lanes`` input lanes,
+    and the beats of one image (``stall_beats``: cycles no window can leave while the writer
+    fills pixels the buffer could not take earlier, see the module docstring)."""
 
     simd: int
     in_lanes: int
     in_beats: int
     out_beats: int
+    stall_beats: int = 0
+    schedule_cycles: int = 0
 
     @property
     def out_lanes(self) -> int:
@@ -56,8 +72,10 @@ class WindowFold:
 
     @property
     def cycles(self) -> int:
-        """Cycles per image: the larger of the input and output beats (see the module docstring)."""
-        return max(self.in_beats, self.out_beats)
+        """Cycles per image of the unit's schedule at full rate (module docstring): at least
+        ``max(in_beats, out_beats + stall_beats)``, and equal to ``out_beats + stall_beats`` when the
+        output side bounds (a stride-1 convolution)."""
+        return self.schedule_cycles
 
     @property
     def lanes(self) -> int:
@@ -125,7 +143,11 @@ class SlidingWindowOp(HardwareOp):
                             f"{', '.join(map(str, self.allowed_simd()))}), not {simd!r}")
         (h, w, _), (oh, ow, _) = self.layer.in_shape, self.layer.out_shape
         in_lanes = min(int(simd), c)
-        return WindowFold(int(simd), in_lanes, h * w * c // in_lanes, oh * ow * self.vector_length // int(simd))
+        buffer = self._buffer_pixels(int(simd) // in_lanes)
+        stall = self._stall_pixels(buffer) * (c // in_lanes)
+        out_beats = oh * ow * self.vector_length // int(simd)
+        schedule = self._schedule_cycles(buffer, c // in_lanes, self.vector_length // int(simd))
+        return WindowFold(int(simd), in_lanes, h * w * c // in_lanes, out_beats, stall, schedule)
 
     def fold_options(self) -> list:
         """None: the window follows its layer's matrix-vector fold (the layer's one foldable op)."""
@@ -144,16 +166,125 @@ class SlidingWindowOp(HardwareOp):
         oh, ow, _ = layer.out_shape
         return StreamShape(f.simd, layer.in_format.bits, self.vector_length // f.simd, oh * ow, layer.in_format)
 
+    # ---- the line buffer (module docstring) ------------------------------------------------
+    def _windows(self):
+        """Per window, in the order windows leave (raster over ``(oy, ox)``): the raster index,
+        within the image, of the oldest pixel it or a later window needs (``release``) and of
+        the newest pixel it needs (``newest``); the last window needs the whole image, so the
+        unit never moves on to the next image before the writer has left this one."""
+        layer = self.layer
+        (h, w, _), (oh, ow, _) = layer.in_shape, layer.out_shape
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+        top = (np.arange(oh) * sh - ph)[:, None]
+        left = (np.arange(ow) * sw - pw)[None, :]
+        # a window whose next output row starts on the same (clipped) first row keeps column 0
+        release = np.where(top + sh > 0, np.maximum(top, 0) * w + np.maximum(left, 0), 0).ravel()
+        newest = (np.minimum(top + kh - 1, h - 1) * w + np.minimum(left + kw - 1, w - 1)).ravel()
+        need = newest + 1
+        need[-1] = h * w
+        return release.astype(np.int64), need.astype(np.int64)
+
+    @property
+    def span_pixels(self) -> int:
+        """The most pixels the buffer must hold at once: from a window's release point to the
+        last pixel it needs (``(KH − 1)·W + KW`` for a window inside the image)."""
+        release, need = self._windows()
+        return int(np.max(need - release))
+
+    def _buffer_pixels(self, banks: int) -> int:
+        (kw, pw, sw) = self.layer.kernel[1], self.layer.padding[1], self.layer.stride[1]
+        span = self.span_pixels
+        slack = min(max(kw - pw, sw), span // 4)
+        return -(-(span + slack) // banks) * banks
+
+    def _stall_pixels(self, buffer_pixels: int) -> int:
+        """Pixels per image the writer can only take after a window has left (so no window
+        leaves meanwhile): at each change of window, those of the next window's pixels that lie
+        ``buffer_pixels`` or more past the release point of the window before."""
+        release, need = self._windows()
+        h, w, _ = self.layer.in_shape
+        nxt = np.append(need[1:], need[0] + h * w)  # the last window's successor: the next image's first
+        return int(np.maximum(0, nxt - release - buffer_pixels).sum())
+
+    def _schedule_cycles(self, buffer_pixels: int, words_per_pixel: int, beats_per_window: int,
+                         images: int = 4) -> int:
+        """Cycles per image of the unit's schedule with the input always valid and the output
+        always ready, window by window (not cycle by cycle): while window ``n`` is the current
+        one, the writer takes one word per cycle up to the pixel ``D − 1`` past its release
+        point (and never the last pixel of the image after the readers'); window ``n`` leaves,
+        ``K/SIMD`` beats back to back, from the cycle after the later of the previous window's
+        last beat and the last word of the last pixel it needs. The steady state is the
+        difference between the last windows of the last two of ``images`` images."""
+        release, need = self._windows()
+        h, w, _ = self.layer.in_shape
+        hw, cb, windows = h * w, words_per_pixel, len(release)
+        written, end, ends = 0, 0, []  # words written by edge `end`; `end`: last beat of the previous window
+        for img in range(images):
+            base = img * hw
+            for n in range(windows):
+                limit = min(base + int(release[n]) + buffer_pixels, base + 2 * hw - 1) * cb
+                needed = (base + int(need[n])) * cb
+                ready_edge = end if needed <= written else end + (needed - written)
+                start = max(end, ready_edge) + 1
+                new_end = start + beats_per_window - 1
+                written = min(limit, written + (new_end - end))
+                end = new_end
+            ends.append(end)
+        return ends[-1] - ends[-2]
+
+    @property
+    def banks(self) -> int:
+        """Line-buffer banks: ``SIMD/L`` (a parallel-window beat reads that many pixels at once), else 1."""
+        f = self._need_fold("line buffer")
+        return f.simd // f.in_lanes
+
+    @property
+    def channel_beats(self) -> int:
+        """Words (input beats) per pixel: ``C/L``."""
+        return self.layer.in_channels // self._need_fold("line buffer").in_lanes
+
+    @property
+    def buffer_pixels(self) -> int:
+        """``D``: pixels the circular line buffer holds (the span, its slack, rounded up to the banks)."""
+        return self._buffer_pixels(self.banks)
+
     @property
     def buffer_words(self) -> int:
-        """Line-buffer words of ``in_lanes`` lanes: ``((KH − 1)·Wp + KW)·C/in_lanes``."""
-        f, layer = self._need_fold("line buffer"), self.layer
-        (kh, kw), wp = layer.kernel, layer.in_shape[1] + 2 * layer.padding[1]
-        return ((kh - 1) * wp + kw) * layer.in_channels // f.in_lanes
+        """Line-buffer words of ``in_lanes`` lanes: ``D·C/L`` (over all banks)."""
+        return self.buffer_pixels * self.channel_beats
+
+    @property
+    def min_buffer_words(self) -> int:
+        """The least any window unit can hold: ``((KH − 1)·W + KW)·C/L`` words (the span; padding is made, not stored)."""
+        return self.span_pixels * self.channel_beats
+
+    @property
+    def pad_code(self) -> int:
+        """The code a padding lane carries: :func:`~lowbit.sw.ir.pad_value` of the input format, encoded."""
+        return int(self.layer.in_format.encode(np.array([self.layer.pad_value]))[0])
 
     # ---- memories, cost, manifest ------------------------------------------------------------
     def cost(self, family: str, mem_family: str | None = None) -> dict:
-        self._no_cost_model("sliding-window unit")
+        """The line-buffer banks (block RAM or LUTRAM, :func:`lowbit.sw.cost.weight_memory`) and the
+        control of :mod:`lowbit.hw.window`, counted structurally: not yet calibrated against yosys
+        (the block coefficients are fitted for MAC arrays only). Control: about 14 adders and
+        comparators on pixel indices (``log2(H·W)`` bits) and pointers (``log2 D``), one register
+        bit per counter bit; output: a padding multiplexer per output bit and, with several banks,
+        a rotation multiplexer (``banks``-way, ``log2(banks)`` LUT levels) per output bit."""
+        from ..cost import weight_memory
+
+        f, layer = self._need_fold("cost"), self.layer
+        bits_pix = (layer.in_shape[0] * layer.in_shape[1] + self.buffer_pixels).bit_length() + 3
+        bits_ptr = max(1, (self.buffer_pixels // self.banks).bit_length()) + max(1, (self.banks - 1).bit_length())
+        mem = weight_memory(self.buffer_pixels // self.banks * self.channel_beats, f.in_lanes * layer.in_format.bits,
+                            mem_family or family)
+        lut_per_bit = 1.0 if family == "xilinx" else 1.5  # LUT6 vs LUT4 for an adder/comparator bit
+        out_bits = f.simd * layer.in_format.bits
+        rotate = out_bits * max(0, (self.banks - 1).bit_length())
+        control = int(round(lut_per_bit * 14 * bits_pix + 6 * bits_ptr))
+        lutram = mem["lutram_luts"] * self.banks
+        return {"lut": control + out_bits + rotate + lutram, "ff": 4 * bits_pix + 6 * bits_ptr + self.banks + 1,
+                "bram": mem["bram"] * self.banks, "dsp": 0, "lutram_luts": lutram}
 
     def manifest_entry(self) -> dict:
         f, layer = self._need_fold("manifest entry"), self.layer
@@ -162,10 +293,13 @@ class SlidingWindowOp(HardwareOp):
             "out_shape": list(layer.out_shape), "kernel": list(layer.kernel), "stride": list(layer.stride),
             "padding": list(layer.padding), "pad_value": layer.pad_value, "format": str(layer.in_format),
             "simd": f.simd, "in_lanes": f.in_lanes, "buffer_words": self.buffer_words,
-            "buffer_word_bits": f.in_lanes * layer.in_format.bits,
+            "buffer_word_bits": f.in_lanes * layer.in_format.bits, "buffer_banks": self.banks,
+            "buffer_pixels": self.buffer_pixels, "min_buffer_words": self.min_buffer_words,
+            "stall_beats": f.stall_beats,
             "expected_cycles_per_image": self.cycles(),
             "summary": (f"window {layer.kernel[0]}x{layer.kernel[1]}, {f.in_lanes} -> {f.simd} lanes, max(in "
-                        f"{f.in_beats}, out {f.out_beats}) = {self.cycles()} cycles/image, line buffer "
-                        f"{self.buffer_words} words"),
+                        f"{f.in_beats}, out {f.out_beats} + stall {f.stall_beats}) = {self.cycles()} cycles/image, "
+                        f"line buffer {self.buffer_words} words ({self.buffer_words / self.min_buffer_words:.2f}x "
+                        f"the minimum)"),
             "in_stream": self.in_stream.to_json(), "out_stream": self.out_stream.to_json(),
         }
