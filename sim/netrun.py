@@ -18,9 +18,9 @@ from lowbit.sw.memimage import dumps
 from lowbit.sw.ops import StreamShape
 
 from .harness import HARNESS_TOP, write_harness
-from .runner import RunResult, run_testbench, verilate_library
+from .runner import SIMULATOR_NAMES, RunResult, SimulationError, failure_reason, run_testbench, verilate_library
 
-__all__ = ["simulate_build", "NetworkSimReport", "read_writememh"]
+__all__ = ["simulate_build", "NetworkSimReport", "read_writememh", "SimulationError"]
 
 
 def read_writememh(path: Path, width: int) -> list[int]:
@@ -42,6 +42,8 @@ def read_writememh(path: Path, width: int) -> list[int]:
 
 @dataclass
 class NetworkSimReport:
+    """The outcome of a simulation that ran to the end (one that did not raises :class:`SimulationError`)."""
+
     run: RunResult
     images: int
     mismatches: int
@@ -56,6 +58,12 @@ class NetworkSimReport:
     out_stalls: int = 0
     model: str = "synthesis"               # which netlist ran (lowbit.hw.simmodel.MODELS)
     verilog: list = field(default_factory=list)
+    stress: int = 0                        # images run with random gaps and stalls
+
+    @property
+    def simulator(self) -> str:
+        """The simulator that ran, as reports name it (``Verilator``, ``Icarus Verilog``)."""
+        return SIMULATOR_NAMES.get(self.run.simulator, self.run.simulator)
 
     @property
     def sim_images_per_second(self) -> float:
@@ -91,6 +99,11 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
     output stalls (``stall`` per cycle); the rest run at full rate and are timed.
     ``model`` picks the netlist: ``"synthesis"`` (the FPGA's Verilog) or ``"simulation"``
     (the build's faster simulation model, see :mod:`lowbit.hw.simmodel`).
+
+    A simulation that does not run to the end (a netlist that does not compile, a testbench
+    that fails or times out, no outputs written) raises :class:`SimulationError` naming the
+    simulator, the stage, the reason and the log: it has nothing to compare, so it never comes
+    back as a report.
     """
     check_model(model)
     if model == "simulation":
@@ -145,10 +158,15 @@ def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.nda
                   f"+LOWBIT_CYCLES={files['cycles']}", f"+LOWBIT_N={n}", f"+LOWBIT_STRESS={stress}",
                   f"+LOWBIT_GAP={int(round(gap * 256))}", f"+LOWBIT_STALL={int(round(stall * 256))}"])
     run.build_seconds += lib_seconds
-    report = NetworkSimReport(run, n, -1, expected_cycles_per_image=manifest["expected_cycles_per_image"],
-                              model=model, verilog=verilog_files)
-    if not run.passed or not files["outputs"].is_file():
-        return report
+    # nothing ran to compare: say why, never as a count of mismatches
+    if not run.passed:
+        raise SimulationError(simulator, "running the network testbench",
+                              failure_reason(run.log, f"{run.failed} of {run.tests} cocotb tests failed"), run.log)
+    if not files["outputs"].is_file():
+        raise SimulationError(simulator, "running the network testbench",
+                              f"the harness wrote no outputs to {files['outputs']}", run.log)
+    report = NetworkSimReport(run, n, 0, expected_cycles_per_image=manifest["expected_cycles_per_image"],
+                              model=model, verilog=verilog_files, stress=stress)
     cls, logits = decode_outputs(read_writememh(files["outputs"], out_w), manifest)
     cycles = np.array(read_writememh(files["cycles"], 32), np.int64)
     bad = np.nonzero((cls != golden.classes) | np.any(logits != golden.logits, axis=1))[0]

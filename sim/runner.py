@@ -9,14 +9,55 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ensure_simulator", "run_testbench", "RunResult", "SIMULATORS", "verilate_library"]
+__all__ = ["ensure_simulator", "run_testbench", "RunResult", "SIMULATORS", "SIMULATOR_NAMES", "SimulationError",
+           "failure_reason", "verilate_library"]
 
 SIMULATORS = ("verilator", "icarus")
+#: how reports name each simulator
+SIMULATOR_NAMES = {"verilator": "Verilator", "icarus": "Icarus Verilog"}
+
+
+class SimulationError(RuntimeError):
+    """A simulation that did not run to completion: it has no outputs, so nothing was compared.
+
+    Raised instead of returning a result so that no caller can report it as a mismatch count;
+    the message names the simulator, the stage, the reason and the log to read.
+    """
+
+    def __init__(self, simulator: str, stage: str, reason: str, log: Path | None):
+        self.simulator, self.stage, self.reason, self.log = simulator, stage, reason, log
+        where = f"; log: {log}" if log else ""
+        super().__init__(f"the {SIMULATOR_NAMES.get(simulator, simulator)} simulation did not run: {stage} failed: "
+                         f"{reason}{where}")
+
+
+def failure_reason(log: Path | None, default: str) -> str:
+    """The most telling line of a failed build or run log: a test's exception, else the first error line.
+
+    cocotb prints a failing test's traceback into the log, its last line being the exception
+    (``ValueError: Cannot convert Logic('X') to int``); compilers print ``error``/``syntax error``
+    lines. Falls back to ``default`` when the log says nothing recognisable.
+    """
+    if log is None or not Path(log).is_file():
+        return default
+    lines = [ln.strip() for ln in Path(log).read_text(errors="replace").splitlines()]
+    for k, ln in enumerate(lines):
+        if ln.startswith("Traceback (most recent call last)"):
+            # the exception line is the first unindented-looking one after the frames
+            for nxt in lines[k + 1:]:
+                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Timeout\w*)\b.*", nxt):
+                    return nxt
+    for ln in lines:
+        if re.search(r"(\berror\b|syntax error|%Error)", ln, re.IGNORECASE) and "Command failed" not in ln:
+            return ln
+    return default
 
 
 def ensure_simulator(simulator: str) -> str:
@@ -65,8 +106,6 @@ def verilate_library(sources: list[Path], top: str, out_dir: Path, *, threads: i
     a ``--protect-lib`` library keeps it private and optimised; cocotb then sees only the
     library's ports, which is all the network testbench needs.
     """
-    import subprocess
-
     exe = ensure_simulator("verilator")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,10 +117,11 @@ def verilate_library(sources: list[Path], top: str, out_dir: Path, *, threads: i
     env = dict(os.environ)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    (out_dir / "verilate.log").write_text(proc.stdout + proc.stderr)
+    log = out_dir / "verilate.log"
+    log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise RuntimeError(f"verilator --protect-lib {top} failed:\n{tail}")
+        last = ((proc.stdout + proc.stderr).strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise SimulationError("verilator", f"verilator --protect-lib {top}", failure_reason(log, last), log)
     return out_dir / f"{top}.sv", out_dir / f"lib{top}.a", time.perf_counter() - t0
 
 
@@ -92,6 +132,8 @@ class RunResult:
     tests: int
     failed: int
     report: dict  # what the testbench wrote to LOWBIT_TB_RESULT (empty if nothing)
+    simulator: str = "verilator"
+    log: Path | None = None  # the simulation log (None when it went to the console)
 
     @property
     def passed(self) -> bool:
@@ -106,6 +148,11 @@ def run_testbench(*, verilog: list[Path], top: str, test_module: str, build_dir:
     ``config`` reaches the testbench as the JSON file named by ``LOWBIT_TB_CONFIG``; the
     testbench writes its report (counts, cycles) to the file named by ``LOWBIT_TB_RESULT``.
     Each call should have its own ``build_dir`` (parallel pytest workers share nothing).
+
+    A testbench that ran and failed its checks comes back as a result with ``failed`` > 0; a
+    design that does not compile, or a simulator that stops before writing its results, raises
+    :class:`SimulationError`. Outside and inside pytest alike (cocotb's runner calls
+    ``sys.exit`` on a failure when it sees pytest; that is caught here).
     """
     ensure_simulator(simulator)
     from cocotb_tools.runner import get_runner, get_results
@@ -121,17 +168,29 @@ def run_testbench(*, verilog: list[Path], top: str, test_module: str, build_dir:
     if simulator == "verilator":
         # Amaranth's Verilog trips width lint warnings; keep them visible but not fatal.
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"] + extra_args
-    log = build_dir / "build.log"
+    log = build_dir / "build.log" if quiet else None
+    sim_log = build_dir / "sim.log" if quiet else None
+    xml = build_dir / "results.xml"
+    xml.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    runner.build(sources=[Path(v).resolve() for v in verilog], hdl_toplevel=top, build_dir=build_dir,
-                 build_args=build_args, always=True, waves=waves, timescale=("1ns", "1ps"),
-                 log_file=log if quiet else None)
+    try:
+        runner.build(sources=[Path(v).resolve() for v in verilog], hdl_toplevel=top, build_dir=build_dir,
+                     build_args=build_args, always=True, waves=waves, timescale=("1ns", "1ps"), log_file=log)
+    except (RuntimeError, SystemExit, subprocess.CalledProcessError) as e:
+        raise SimulationError(simulator, f"compiling {top}", failure_reason(log, str(e) or type(e).__name__),
+                              log) from None
     t1 = time.perf_counter()
-    xml = runner.test(test_module=test_module, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
-                      extra_env={"LOWBIT_TB_CONFIG": str(cfg_path), "LOWBIT_TB_RESULT": str(res_path)},
-                      waves=waves, timescale=("1ns", "1ps"), plusargs=list(plusargs),
-                      log_file=build_dir / "sim.log" if quiet else None)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
+                    extra_env={"LOWBIT_TB_CONFIG": str(cfg_path), "LOWBIT_TB_RESULT": str(res_path)},
+                    waves=waves, timescale=("1ns", "1ps"), plusargs=list(plusargs), results_xml=str(xml),
+                    log_file=sim_log)
+    except (SystemExit, subprocess.CalledProcessError):
+        pass  # a failing test (under pytest) or a crashed simulator: the results file tells which
     t2 = time.perf_counter()
-    tests, failed = get_results(Path(xml))
+    if not xml.is_file():
+        raise SimulationError(simulator, f"running {test_module}",
+                              failure_reason(sim_log, "the simulator stopped before writing its results"), sim_log)
+    tests, failed = get_results(xml)
     report = json.loads(res_path.read_text()) if res_path.is_file() else {}
-    return RunResult(t1 - t0, t2 - t1, tests, failed, report)
+    return RunResult(t1 - t0, t2 - t1, tests, failed, report, simulator, sim_log)

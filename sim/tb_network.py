@@ -17,12 +17,22 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, with_timeout
 
 
+def _high(signal) -> bool:
+    """True only for a resolved 1 (X or Z is not high)."""
+    value = signal.value
+    return value.is_resolvable and int(value) == 1
+
+
 @cocotb.test()
 async def network_runs_to_completion(dut):
     with open(os.environ["LOWBIT_TB_CONFIG"]) as f:
         cfg = json.load(f)
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    if not int(dut.done.value):
+    # Icarus hands control to cocotb before the harness's initial blocks have run, so at time
+    # 0 `done` is still X there (Verilator has already applied them): look only after the
+    # first edge, and count an unresolved value as "not done".
+    await RisingEdge(dut.clk)
+    if not _high(dut.done):
         await with_timeout(RisingEdge(dut.done), cfg["timeout_ns"], "ns")
     await RisingEdge(dut.clk)
     report = {

@@ -9,7 +9,9 @@ logit) with the numpy golden model. The first --stress images run with random va
 output stalls; the rest run at full rate and are timed with the accelerator's own cycle
 counter. Prints mismatches, accuracy, measured cycles per image against the analytical bound,
 latency, simulated images per second and projected images per second at --clock-mhz.
-The image files are checked against the sha256 in manifest.json first.
+The image files are checked against the sha256 in manifest.json first. A simulation that does
+not run to the end (a netlist that does not compile, a testbench that stops) compares nothing:
+it is reported as such, with the simulator, the error and the log to read, and exits with 1.
 
 --model simulation (default) runs the build's simulation model, lowbit_net_sim.v: the same
 design with Verilog '*' lane multipliers (checked equal to the synthesized digit multipliers on
@@ -39,9 +41,9 @@ def add_arguments(p):
 def print_report(rep, clock_mhz: float, indent: str = "") -> None:
     r = rep
     print(f"{indent}netlist: {', '.join(r.verilog)} ({r.model} model)")
-    print(f"{indent}Verilator build {r.run.build_seconds:.1f} s, simulation {r.run.run_seconds:.1f} s "
+    print(f"{indent}{r.simulator} build {r.run.build_seconds:.1f} s, simulation {r.run.run_seconds:.1f} s "
           f"({r.sim_images_per_second:.0f} images/s simulated)")
-    print(f"{indent}compared {r.images} images (class + every logit; {min(r.images, 50)} with random gaps and "
+    print(f"{indent}compared {r.images} images (class + every logit; {r.stress} with random gaps and "
           f"stalls): {r.mismatches} mismatches")
     for mm in r.first_mismatches:
         print(f"{indent}  image {mm['image']}: class {mm['class']} (expected {mm['expected_class']}), "
@@ -56,10 +58,11 @@ def print_report(rep, clock_mhz: float, indent: str = "") -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from lowbit.hw.build import load_build
-    from lowbit.sim.netrun import simulate_build
+    from lowbit.sim.netrun import SimulationError, simulate_build
     from lowbit.sw.datasets import default_dataset, load_dataset
 
     from .common import output_dir
@@ -79,8 +82,15 @@ def run(args) -> int:
         raise ValueError(f"--dataset {name} has {px.shape[1]} pixels per image but the network takes "
                          f"{net.in_features} inputs")
     print(f"simulating {len(px)} {name} test images on {args.simulator} ({args.model} model) ...")
-    rep = simulate_build(build, manifest, net, px, labels, simulator=args.simulator, waves=args.waves,
-                         stress=args.stress, model=args.model, sim_dir=sim_dir)
+    try:
+        rep = simulate_build(build, manifest, net, px, labels, simulator=args.simulator, waves=args.waves,
+                             stress=args.stress, model=args.model, sim_dir=sim_dir)
+    except SimulationError as e:
+        # no outputs, so no mismatch count: the reason and the log instead
+        sys.stdout.flush()
+        print(f"lowbit sim: error: {e}", file=sys.stderr)
+        print("=> FAILED: the simulation did not run, nothing was compared")
+        return 1
     print_report(rep, args.clock_mhz)
     ok = rep.bit_exact
     print("=> bit-exact" if ok else "=> FAILED")
