@@ -11,6 +11,9 @@ Output folder
 ``<top>_sim.v``    the same design as Verilator's simulation model (module ``<top>`` too;
                    ``lowbit sim`` runs it by default): Verilog ``*`` lane multipliers and data
                    registers that hold in bubbles, see :mod:`lowbit.hw.simmodel`
+``tb_<top>.v``, ``tb_<top>_inputs.hex``, ``tb_<top>_expected.hex``  a standalone Verilog testbench
+                   (Icarus, no Python): random valid inputs, the golden model's outputs, random
+                   gaps and stalls, prints PASS/FAIL; see :mod:`lowbit.hw.tbgen`
 ``layer*_*.hex|mem|coe|mif|bin``  every weight and parameter memory, per PE bank
 ``net.npz``        the integer IR the hardware was built from (for the golden model)
 ``manifest.json``  every memory (layer, bank, width, depth, lane order, encoding, files and
@@ -39,6 +42,8 @@ from .network import NetworkTop
 from .readmem import use_readmemh
 from .registry import check_components
 from .simmodel import MODEL_DIFFERENCES, check_lane_multipliers, multiplier_pairs
+from .tbgen import IMAGES as TESTBENCH_IMAGES
+from .tbgen import standalone_testbench
 
 __all__ = ["build_network", "IO_PROTOCOL", "TOP_NAME", "MEMORY_STYLES"]
 
@@ -69,11 +74,12 @@ def _sha256(data: bytes) -> str:
 
 def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
                   formats=("hex", "mem", "coe", "mif", "bin"), memories: str = "embedded",
-                  simulation_model: bool = True) -> dict:
+                  simulation_model: bool = True, testbench_images: int = TESTBENCH_IMAGES) -> dict:
     """Generate and write everything; the folder appears complete or not at all.
 
     ``simulation_model`` also writes ``<top>_sim.v`` (see :mod:`lowbit.hw.simmodel`), after
     checking its lane multipliers against the synthesized ones on every code pair.
+    ``testbench_images``: images in the standalone testbench (:mod:`lowbit.hw.tbgen`).
     """
     if memories not in MEMORY_STYLES:
         raise ValueError(f"memories must be one of {', '.join(MEMORY_STYLES)}, not {memories!r}")
@@ -123,10 +129,14 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         "expected_cycles_per_image": initiation_interval(ops),
         "mac_lanes": mac_lanes(ops),
     }
+    # the standalone testbench reads the port map and input stream above (and runs the golden model)
+    testbench = standalone_testbench(net, extra, images=testbench_images)
+    extra["standalone_testbench"] = testbench.manifest_entry()
     manifest, files = images.manifest(formats, extra)
     files[f"{TOP_NAME}.v"] = text.encode()
     if sim_text is not None:
         files[sim_model["file"]] = sim_text.encode()
+    files.update(testbench.files)
     files["net.npz"] = ir_bytes
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.hw.simmodel import check_model
-from lowbit.sw.formats import from_twos_complement
+from lowbit.hw.tbgen import decode_outputs  # the one reader of the output beat's layout
 from lowbit.sw.golden import run_network
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import dumps
@@ -75,19 +75,6 @@ class NetworkSimReport:
     @property
     def bit_exact(self) -> bool:
         return self.run.passed and self.mismatches == 0
-
-
-def decode_outputs(words: list[int], manifest: dict) -> tuple[np.ndarray, np.ndarray]:
-    po = manifest["ports"]["o__payload"]
-    c, lg = po["fields"]["cls"], po["fields"]["logits"]
-    w, n = lg["elem"]["width"], lg["length"]
-    arr = np.array(words, dtype=object)
-    cls = np.array([(v >> c["offset"]) & ((1 << c["width"]) - 1) for v in words], np.int64)
-    logits = np.zeros((len(words), n), np.int64)
-    for j in range(n):
-        raw = np.array([(v >> (lg["offset"] + j * w)) & ((1 << w) - 1) for v in arr], np.int64)
-        logits[:, j] = from_twos_complement(raw, w)
-    return cls, logits
 
 
 def simulate_build(build_dir: Path, manifest: dict, net: Network, pixels: np.ndarray, labels=None, *,
