@@ -11,6 +11,8 @@ Output folder
 ``<top>_sim.v``    the same design as Verilator's simulation model (module ``<top>`` too;
                    ``lowbit sim`` runs it by default): Verilog ``*`` lane multipliers and data
                    registers that hold in bubbles, see :mod:`lowbit.hw.simmodel`
+``<top>_axis.v``   module ``<top>_axis``: the core with AXI4-Stream port names (``aclk``/``aresetn``,
+                   ``s_axis_*``, ``m_axis_*``, a sticky ``tlast`` check), see :mod:`lowbit.hw.axis`
 ``tb_<top>.v``, ``tb_<top>_inputs.hex``, ``tb_<top>_expected.hex``  a standalone Verilog testbench
                    (Icarus, no Python): random valid inputs, the golden model's outputs, random
                    gaps and stalls, prints PASS/FAIL; see :mod:`lowbit.hw.tbgen`
@@ -37,6 +39,7 @@ from lowbit.sw.memimage import ImageSet, holds_manifest
 from lowbit.sw.ops import initiation_interval, lower, mac_lanes
 from lowbit.sw.util import check_replaceable, replace_folder
 
+from .axis import axis_wrapper
 from .emit import port_map
 from .network import NetworkTop
 from .readmem import use_readmemh
@@ -63,8 +66,11 @@ IO_PROTOCOL = {
     "output": "stream o: one beat per image: field cls (argmax, lowest index wins ties) and field logits "
               "(last layer acc + bias, signed, lane j = output j); see ports.o__payload for offsets.",
     "counters": "stat_cycles, stat_images, stat_in_stalls (i valid, not ready), stat_out_stalls "
-                "(o valid, not ready): 32-bit, since reset.",
-    "clock_reset": "clk rising edge; rst synchronous, active high.",
+                "(o valid, not ready): 32-bit registers, cleared by rst, wrapping modulo 2^32; each counts the "
+                "rising clock edges after reset at which its condition held (stat_cycles: every edge, so it reads "
+                "k-1 in the k-th cycle after reset; stat_images: o transfers), visible from the next cycle.",
+    "clock_reset": "clk rising edge; rst synchronous, active high; one cycle of rst (clk running) restores the "
+                   "power-on state; beats offered while rst is high are dropped (i__ready may read 1 then).",
 }
 
 
@@ -108,6 +114,8 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         sim_model = {"file": f"{TOP_NAME}_sim.v", "sha256": _sha256(sim_text.encode()),
                      "differences": MODEL_DIFFERENCES, "lane_multiplier_check": checked}
 
+    axis = axis_wrapper(port_map(top), ops[0].in_stream.beats_per_image, TOP_NAME)
+
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = net.save(Path(tmp) / "net.npz")
         ir_bytes = ir_path.read_bytes()
@@ -116,6 +124,7 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         "verilog": [f"{TOP_NAME}.v"],
         "verilog_sha256": _sha256(text.encode()),
         "simulation_model": sim_model,
+        "axis_wrapper": axis.manifest_entry(),
         "memory_style": MEMORY_STYLES[memories],
         "readmemh_files": sorted({f for _, f in readmem}),
         "ir": {"file": "net.npz", "sha256": _sha256(ir_bytes), "name": net.name,
@@ -136,6 +145,7 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
     files[f"{TOP_NAME}.v"] = text.encode()
     if sim_text is not None:
         files[sim_model["file"]] = sim_text.encode()
+    files[axis.file] = axis.text.encode()
     files.update(testbench.files)
     files["net.npz"] = ir_bytes
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
@@ -168,4 +178,6 @@ def load_build(out_dir: str | os.PathLike) -> tuple[dict, Network]:
             raise ValueError(f"{str(path)!r} has been modified since it was built")
     if manifest.get("simulation_model"):
         check_file(out_dir, manifest["simulation_model"], "simulation model")
+    if manifest.get("axis_wrapper"):
+        check_file(out_dir, manifest["axis_wrapper"], "AXI4-Stream wrapper")
     return manifest, Network.load(out_dir / manifest["ir"]["file"])
