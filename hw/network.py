@@ -153,9 +153,9 @@ class NetworkTop(wiring.Component):
             a, b = self._units[k], self._units[k + 1]
             sa, sb = self._ops[k].out_stream, self._ops[k + 1].in_stream
             conv = WidthConverter(sa.lanes, sb.lanes, sa.lane_bits)
-            # A whole input vector of the next op fits, so an op never waits on a
-            # neighbour that is busy replaying its previous vector.
-            fifo = SyncFIFOBuffered(width=sb.width, depth=sb.beats_per_vector + 2)
+            # as deep as the next op asks (HardwareOp.input_fifo_beats): at least a whole input
+            # vector, so an op never waits on a neighbour busy replaying its previous vector
+            fifo = SyncFIFOBuffered(width=sb.width, depth=self._ops[k + 1].input_fifo_beats)
             m.submodules[f"recut{k}"] = conv
             m.submodules[f"fifo{k}"] = fifo
             wiring.connect(m, a.o, conv.i)

@@ -44,7 +44,8 @@ class OpTB(StreamTB):
             ready = not (len(out) < stress and stall_rng.random() < self.cfg["stall"])
             payload = await self.receive(ready)
             if payload is not None:
-                out.append(int(payload.to_unsigned()))
+                # a 1-bit payload (one bipolar lane) is a Logic, wider ones a LogicArray
+                out.append(int(payload.to_unsigned()) if hasattr(payload, "to_unsigned") else int(payload))
                 cycles.append(self.cycle)
         self.dut.o__ready.value = 0
         return out, cycles

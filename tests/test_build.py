@@ -164,14 +164,19 @@ def test_a_failed_rebuild_keeps_the_previous_build(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]  # no staging folder left
 
 
-def test_a_layer_kind_without_hardware_is_refused_before_generation(tmp_path, capsys):
+def test_a_layer_kind_without_hardware_is_refused_before_generation(tmp_path, capsys, monkeypatch):
+    """Every IR kind has a component today; an op whose component is missing from the registry
+    (as a new layer kind's would be) is refused before anything is generated or written."""
+    from lowbit.hw import registry
     from lowbit.sw.cli import main
+    from lowbit.sw.ops import MaxPoolOp
     from lowbit.sw.randnet import random_cnn
 
+    monkeypatch.delitem(registry.COMPONENTS, MaxPoolOp)
     cnn = random_cnn((8, 8, 1), ["4C3", "MP2", "10FC"], seed=1)
     cnn.save(tmp_path / "cnn.npz")
     assert main(["build", str(tmp_path / "cnn.npz"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert ("lowbit build: error: layer 0 ('conv0') lowers to a sliding_window op, which has no hardware component "
-            "yet: ops with hardware are matrix_vector" in err)
+    assert ("lowbit build: error: layer 1 ('pool1') lowers to a max_pool op, which has no hardware component: "
+            "ops with hardware are matrix_vector, sliding_window" in err)
     assert "Traceback" not in err and not (tmp_path / "out").exists()

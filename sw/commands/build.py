@@ -6,8 +6,10 @@ HELP = "build a network accelerator: Verilog top, memory images (hex/mem, coe, m
 DESCRIPTION = """\
 Turn an integer IR network (.npz from 'lowbit quantize') into a streaming accelerator: one
 folded matrix-vector unit per dense layer (PE parallel outputs x SIMD parallel inputs; a layer
-takes NF*SF = (rows/PE)*(cols/SIMD) cycles per image), shift/clip requantizers, FIFOs between
-layers, an argmax at the end, and cycle/stall counters.
+takes NF*SF = (rows/PE)*(cols/SIMD) cycles per image), a sliding-window unit before the
+matrix-vector unit of each convolution (OH*OW im2col vectors per image, zero padding made on
+the fly), a max-pool unit per max-pool layer, shift/clip requantizers, FIFOs between layers,
+an argmax at the end, and cycle/stall counters.
 
 Writes into --output: lowbit_net.v (memories embedded as initial values, equal to the image
 files by construction), one image file per memory bank and format, net.npz (the IR), and
@@ -18,8 +20,8 @@ with --max-lanes N (fastest folding within N MAC lanes) or --target-cycles N (fe
 reaching N cycles per image). PE must divide the layer's outputs and SIMD its inputs.
 A convolution folds as its matrix (PE | out channels, SIMD | KH*KW*C, and SIMD divides C or
 is a multiple of C dividing KW*C); a max-pool's entry is its PE alone (channels per beat,
-a divisor of C): e.g. --fold "32x5,4,8x32,2,8x64,10x8" for lenet. Hardware for conv2d and
-maxpool2d layers is not generated yet (they fold and run in the golden model).
+a divisor of C): e.g. --fold "32x5,4,8x32,2,8x64,10x8" for lenet. Each unit's cycles per
+image are printed and written to the manifest; the image rate is the slowest unit's.
 """
 
 

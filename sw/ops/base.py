@@ -186,6 +186,13 @@ class HardwareOp(abc.ABC):
     def out_stream(self) -> StreamShape:
         ...
 
+    @property
+    def input_fifo_beats(self) -> int:
+        """Depth of the FIFO before this op in a network (:class:`lowbit.hw.network.NetworkTop`):
+        a whole input vector and two beats, so the op never waits on a neighbour that is busy
+        replaying its previous vector."""
+        return self.in_stream.beats_per_vector + 2
+
     def memories(self) -> tuple:
         """The op's memories (:class:`lowbit.sw.memimage.Memory`), packed once per op object; none by default."""
         return ()

@@ -259,6 +259,17 @@ class SlidingWindowOp(HardwareOp):
         return self.span_pixels * self.channel_beats
 
     @property
+    def input_fifo_beats(self) -> int:
+        """The FIFO before the window holds the pixels the next image's first window needs
+        (``(KH − 1 − ph)·W + KW − pw``, times ``C/L`` words): the op before it can deliver them
+        while the last windows of the previous image still hold the line buffer, so the window
+        then fills at one word per cycle (``stall_beats``) instead of at the rate its producer
+        makes new rows. Without it, a producer one line buffer behind idles the whole pipeline
+        at every image boundary."""
+        _, need = self._windows()
+        return max(super().input_fifo_beats, int(need[0]) * self.channel_beats + 2)
+
+    @property
     def pad_code(self) -> int:
         """The code a padding lane carries: :func:`~lowbit.sw.ir.pad_value` of the input format, encoded."""
         return int(self.layer.in_format.encode(np.array([self.layer.pad_value]))[0])
@@ -295,7 +306,7 @@ class SlidingWindowOp(HardwareOp):
             "simd": f.simd, "in_lanes": f.in_lanes, "buffer_words": self.buffer_words,
             "buffer_word_bits": f.in_lanes * layer.in_format.bits, "buffer_banks": self.banks,
             "buffer_pixels": self.buffer_pixels, "min_buffer_words": self.min_buffer_words,
-            "stall_beats": f.stall_beats,
+            "stall_beats": f.stall_beats, "input_fifo_beats": self.input_fifo_beats,
             "expected_cycles_per_image": self.cycles(),
             "summary": (f"window {layer.kernel[0]}x{layer.kernel[1]}, {f.in_lanes} -> {f.simd} lanes, max(in "
                         f"{f.in_beats}, out {f.out_beats} + stall {f.stall_beats}) = {self.cycles()} cycles/image, "
