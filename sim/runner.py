@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowbit.sw.util import ToolRunError
+
 __all__ = ["ensure_simulator", "run_testbench", "RunResult", "SIMULATORS", "SIMULATOR_NAMES", "SimulationError",
            "failure_reason", "verilate_library"]
 
@@ -24,7 +26,7 @@ SIMULATORS = ("verilator", "icarus")
 SIMULATOR_NAMES = {"verilator": "Verilator", "icarus": "Icarus Verilog"}
 
 
-class SimulationError(RuntimeError):
+class SimulationError(ToolRunError):
     """A simulation that did not run to completion: it has no outputs, so nothing was compared.
 
     Raised instead of returning a result so that no caller can report it as a mismatch count;

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from .util import ToolRunError
+
 # Order is the order shown in --help, following the flow.
 COMMANDS = [
     "train", "quantize", "eval", "report",   # software: float32 → integer IR → accuracy
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as e:
         print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ToolRunError as e:  # a simulation or synthesis that did not run: what failed and where its log is
+        print(f"lowbit {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:  # a full disk, a permission, a folder on another mount: say so, no traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"lowbit {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)

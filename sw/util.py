@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["write_atomic", "atomic_path", "write_files", "replace_folder", "check_replaceable"]
+__all__ = ["write_atomic", "atomic_path", "write_files", "replace_folder", "check_replaceable", "ToolRunError"]
 
 
 def _as_bytes(data: bytes | str) -> bytes:
@@ -217,3 +217,9 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not on this file system: two renames
         return False
     raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+class ToolRunError(RuntimeError):
+    """An external tool (a simulator, yosys, nextpnr) that did not run to completion. Its message
+    names the tool, the stage, the cause and the log; ``lowbit`` prints it without a traceback
+    (exit status 1: the input was fine, the run failed)."""
