@@ -8,10 +8,12 @@ payload widths are the op's ``in_stream.width`` and ``out_stream.width``.
 
 from __future__ import annotations
 
-from lowbit.sw.ops import HardwareOp, MatrixVectorOp
+from lowbit.sw.ops import HardwareOp, MatrixVectorOp, MaxPoolOp, SlidingWindowOp
 
 from .mvu import MatrixVectorUnit
+from .pool import MaxPoolUnit
 from .simmodel import check_model
+from .window import SlidingWindowUnit
 
 __all__ = ["COMPONENTS", "component_for", "MissingComponent", "check_components"]
 
@@ -21,18 +23,22 @@ class MissingComponent(ValueError):
 
     def __init__(self, op: HardwareOp):
         kinds = ", ".join(c.kind for c in COMPONENTS)
-        super().__init__(f"layer {op.index} ({op.name!r}) lowers to a {op.kind} op, which has no hardware component "
-                         f"yet: ops with hardware are {kinds} (convolution and max-pool hardware is issue 13's work)")
+        super().__init__(f"layer {op.index} ({op.name!r}) lowers to a {op.kind} op, which has no hardware component: "
+                         f"ops with hardware are {kinds} (a new layer kind registers its component here)")
 
 
 def check_components(ops) -> None:
-    """Refuse, before any generation, a network with an op that has no component."""
+    """Refuse, before any generation, a network with an op that has no component, or one its
+    component cannot build (an op's ``check_hardware``, e.g. an overlapping max-pool)."""
     for op in ops:
         if type(op) not in COMPONENTS:
             raise MissingComponent(op)
+        getattr(op, "check_hardware", lambda: None)()
 
 COMPONENTS: dict[type, type] = {
     MatrixVectorOp: MatrixVectorUnit,
+    MaxPoolOp: MaxPoolUnit,
+    SlidingWindowOp: SlidingWindowUnit,
 }
 
 

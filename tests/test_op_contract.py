@@ -20,9 +20,10 @@ from lowbit.hw.registry import COMPONENTS, component_for
 from lowbit.sim.streams import put_all
 from lowbit.sw.fold import plan_folding
 from lowbit.sw.memimage import FORMATS, dumps, loads
-from lowbit.sw.ops import MatrixVectorOp, lower
+from lowbit.sw.ir import MaxPool2dLayer
+from lowbit.sw.ops import MatrixVectorOp, MaxPoolOp, SlidingWindowOp, lower
 from lowbit.sw.pack import params_from_banks, weights_from_banks
-from lowbit.sw.randnet import random_network
+from lowbit.sw.randnet import random_cnn, random_network
 
 
 def _matrix_vector_samples():
@@ -56,8 +57,43 @@ def _check_matrix_vector_memories(op: MatrixVectorOp, memories) -> None:
             assert np.array_equal(params.multiplier, mult)
 
 
+def _sliding_window_samples():
+    """Every mode of the window: SIMD dividing C (one and several channel beats), parallel
+    window (SIMD a multiple of C over kernel columns), zero padding (unsigned and bipolar,
+    whose padding code stands for -1), strides in both axes, non-square images and kernels."""
+    cases = [((6, 6, 2), "4C3", 2, "u4"), ((6, 6, 2), "4C3", 1, "u4"), ((6, 6, 2), "4C3p1", 2, "u4"),
+             ((7, 5, 1), "4C3s2p1", 3, "u4"), ((6, 6, 1), "4C3p1", 1, "bipolar"), ((8, 8, 1), "4C3", 3, "u2"),
+             ((5, 7, 4), "4C2s2", 2, "s3"), ((6, 9, 2), "3C3p1", 6, "u3")]
+    out = []
+    for shape, conv, simd, af in cases:
+        net = random_cnn(shape, [conv, "3"], "bipolar" if af == "bipolar" else "s3", af, seed=5)
+        op = next(op for op in lower(net) if isinstance(op, SlidingWindowOp)).with_fold(simd)
+        out.append((f"{af}-{'x'.join(map(str, shape))}-{conv}-simd{simd}", op))
+    return out
+
+
+def _check_no_memories(op, memories) -> None:
+    assert memories == ()
+
+
+def _max_pool_samples():
+    """Each kind of lane compare (unsigned, signed, ternary, bipolar), 2x2, 3x3 and 2x3 kernels,
+    PE 1 (many channel beats per pixel), PE = C (one beat, consecutive beats of a window at the
+    same row-buffer word) and in between; a one-word row buffer (OW = 1, PE = C)."""
+    cases = [("u4", (4, 6, 4), (2, 2), 1), ("u4", (4, 6, 4), (2, 2), 4), ("s3", (4, 6, 4), (2, 2), 2),
+             ("s3", (6, 9, 3), (3, 3), 3), ("bipolar", (4, 6, 4), (2, 2), 4), ("bipolar", (6, 6, 4), (3, 3), 1),
+             ("ternary", (4, 6, 2), (2, 3), 1), ("s2", (2, 2, 2), (2, 2), 2)]
+    out = []
+    for fmt, shape, kernel, pe in cases:
+        op = MaxPoolOp(MaxPool2dLayer(fmt, "pool", in_shape=shape, kernel=kernel)).with_fold(pe)
+        out.append((f"pool-{fmt}-{'x'.join(map(str, shape))}-k{kernel[0]}x{kernel[1]}-pe{pe}", op))
+    return out
+
+
 #: op class → (samples, memory check back to the IR's arrays)
-SAMPLES = {MatrixVectorOp: (_matrix_vector_samples(), _check_matrix_vector_memories)}
+SAMPLES = {MatrixVectorOp: (_matrix_vector_samples(), _check_matrix_vector_memories),
+           SlidingWindowOp: (_sliding_window_samples(), _check_no_memories),
+           MaxPoolOp: (_max_pool_samples(), _check_no_memories)}
 CASES = [pytest.param(op, id=name) for cls in SAMPLES for name, op in SAMPLES[cls][0]]
 
 
@@ -131,7 +167,9 @@ def test_cost_is_sane(op):
     for family in ("xilinx", "ice40"):
         c = op.cost(family)
         assert c["lut"] >= op.lanes() and c["ff"] > 0 and c["bram"] >= 0 and c["dsp"] == 0
-    wider = op.with_fold(max(op.fold_options(), key=lambda f: f.lanes))
+    # a follower (the window) has no fold options of its own: the widest SIMD it can follow
+    options = op.fold_options() or op.allowed_simd()
+    wider = op.with_fold(max(options, key=lambda f: (getattr(f, "lanes", f), getattr(f, "in_lanes", 0))))
     assert wider.cost("xilinx")["lut"] >= op.cost("xilinx")["lut"]
 
 
@@ -145,8 +183,13 @@ def test_unfolded_op_refuses_what_needs_a_fold():
         op.with_fold((3, 2))
 
 
+def _case(name):
+    return next(case for case in CASES if case.id == name)
+
+
 @pytest.mark.hdl
-@pytest.mark.parametrize("op", [CASES[0], CASES[1]])
+@pytest.mark.parametrize("op", [CASES[0], CASES[1], _case("u4-7x5x1-4C3s2p1-simd3"), _case("bipolar-6x6x1-4C3p1-simd1"),
+                                _case("pool-s3-4x6x4-k2x2-pe2")])
 def test_golden_equals_verilator(tmp_path, op):
     from lowbit.sim.verify import verify_op
 

@@ -219,13 +219,23 @@ def test_window_cycles_and_buffer_formulas():
     for simd, lanes in ((1, 1), (2, 2), (4, 4), (12, 4)):
         f = SlidingWindowOp(layer).with_fold(simd).fold
         in_beats, out_beats = 9 * 7 * 4 // lanes, 5 * 4 * 36 // simd
-        assert (f.in_lanes, f.in_beats, f.out_beats, f.cycles, f.lanes) == (lanes, in_beats, out_beats,
-                                                                             max(in_beats, out_beats), 0)
+        assert (f.in_lanes, f.in_beats, f.out_beats, f.lanes) == (lanes, in_beats, out_beats, 0)
+        # the schedule never beats either side (the op-contract test measures it exactly)
+        assert f.cycles >= max(in_beats, out_beats + f.stall_beats)
         op = SlidingWindowOp(layer).with_fold(simd)
-        assert op.buffer_words == ((3 - 1) * (7 + 2) + 3) * 4 // lanes
+        # the span: from a window's release point to its last pixel, (KH-1)·W + KW inside the image
+        assert op.span_pixels == (3 - 1) * 7 + 3
+        assert op.min_buffer_words == op.span_pixels * 4 // lanes
+        assert op.banks == simd // lanes and op.buffer_pixels % op.banks == 0
+        assert op.span_pixels <= op.buffer_pixels <= -(-op.span_pixels * 5 // 4 // op.banks) * op.banks
+        assert op.buffer_words == op.buffer_pixels * 4 // lanes
         entry = op.manifest_entry()
         assert entry["buffer_words"] == op.buffer_words and entry["expected_cycles_per_image"] == op.cycles()
         assert entry["pad_value"] == 0 and entry["op"] == "sliding_window"
+    # stride 1: the output side bounds, and the cycles are its beats plus the stalls at changes of window
+    dense = conv_layer(in_shape=(9, 7, 4), kernel=(3, 3), stride=(1, 1), padding=(0, 0))
+    f = SlidingWindowOp(dense).with_fold(2).fold
+    assert f.cycles == f.out_beats + f.stall_beats == 7 * 5 * 36 // 2 + f.stall_beats
     # a stride-4 1x1 convolution: the window's input is the layer's bottleneck
     sparse = conv_layer(in_shape=(8, 8, 4), kernel=(1, 1), stride=(4, 4), padding=(0, 0))
     plan = plan_folding(Network([sparse]), [(3, 4)])
@@ -246,8 +256,8 @@ def test_window_fold_errors_and_options():
         op.with_fold("4")
     with pytest.raises(FoldError, match=r"needs a fold for its output stream"):
         op.out_stream
-    with pytest.raises(NotImplementedError, match=r"no cost model yet: .* issue 13"):
-        op.with_fold(3).cost("xilinx")
+    cost = op.with_fold(3).cost("xilinx")
+    assert cost["lut"] > 0 and cost["ff"] > 0 and cost["dsp"] == 0
     # the layer's fold options are the matrix-vector ones the window can follow (SIMD | 36 and allowed)
     net = Network([layer])
     plan = plan_folding(net, [(3, 12)])
@@ -275,8 +285,10 @@ def test_maxpool_fold_streams_and_cycles():
     with pytest.raises(FoldError, match=r"fold of max-pool layer 'p' must be its PE alone \(channels per beat, one "
                                         r"number such as 12\), not \(4, 4\)"):
         op.with_fold((4, 4))
-    with pytest.raises(NotImplementedError, match="issue 13"):
-        op.with_fold(4).cost("ice40")
+    # the row buffer: OW·C/PE = 2·3 words of PE·4 bits, LUTRAM on Xilinx, one block RAM on iCE40
+    assert op.with_fold(4).row_buffer_shape() == (6, 16)
+    assert (op.with_fold(4).cost("xilinx")["lutram_luts"], op.with_fold(4).cost("xilinx")["bram"]) == (16, 0)
+    assert (op.with_fold(4).cost("ice40")["lutram_luts"], op.with_fold(4).cost("ice40")["bram"]) == (0, 1)
 
 
 # ---- folding whole networks ------------------------------------------------------------------
