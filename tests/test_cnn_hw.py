@@ -85,3 +85,12 @@ def test_bad_cnn_folds_are_refused_with_the_rule():
     with pytest.raises(ValueError, match=r"pe must be a divisor of the 8 channels of max-pool layer"):
         plan_folding(net, parse_fold("4x3,3,4x8,4,4x16,2x8", len(net.layers)))
     assert isinstance(lower(net)[0], SlidingWindowOp) and isinstance(lower(net)[2], MaxPoolOp)
+
+
+def test_bench_refuses_a_network_index_it_does_not_have(capsys):
+    from lowbit.sw.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--nets", "3,12"])
+    assert e.value.code == 2
+    assert "--nets: must be comma-separated indices 0..9, not '3,12'" in capsys.readouterr().err

@@ -14,6 +14,9 @@ PRESET_FOLDS = {  # folding used by the demo when the network has the preset's s
     (64, 256, 256, 256, 10): "16x8,16x16,16x16,10x16",
 }
 
+#: cycles per image the demo folds each CNN preset for (lenet: the issue's W4A4 point)
+CNN_TARGET_CYCLES = {"lenet": 4096, "cnn_digits": 512}
+
 
 def network_demo(out: Path, *, images: int = 1000, preset: str = "sfc", method: str = "pow2", weight_bits: int = 4,
                  act_bits: int = 4, epochs: int = 10, clock_mhz: float = 100.0, synthesis_images: int = 200) -> bool:
@@ -27,7 +30,14 @@ def network_demo(out: Path, *, images: int = 1000, preset: str = "sfc", method: 
 
     from .sim import print_report
 
+    from lowbit.sw.train import CNN_PRESETS
+
     name, why = default_dataset()
+    if preset in CNN_PRESETS and CNN_PRESETS[preset].image == (8, 8):
+        name, why = "digits", None  # the preset is made for 8x8 images
+    elif preset in CNN_PRESETS and name == "digits":
+        raise ValueError(f"preset {preset!r} takes {CNN_PRESETS[preset].image} images, but only the 8x8 digits set is "
+                         f"here ({why}); install Fashion-MNIST or use --preset cnn_digits")
     print(f"[2] network: {preset.upper()} on {name}" + (f"  (note: {why})" if why else ""))
     ds = load_dataset(name)
     t0 = time.perf_counter()
@@ -41,8 +51,10 @@ def network_demo(out: Path, *, images: int = 1000, preset: str = "sfc", method: 
           f"{100 * golden_acc:.2f}% on all {len(ds.y_test)} test images")
     net.save(out / "ir" / f"{preset}_{method}_w{weight_bits}a{act_bits}.npz")
 
-    sizes = tuple([net.in_features] + [layer.out_features for layer in net.layers])
-    if sizes in PRESET_FOLDS:
+    sizes = tuple([net.in_features] + [getattr(layer, "out_features", None) for layer in net.layers])
+    if preset in CNN_PRESETS:  # a CNN's layers differ in work by 100x: fold for a rate, not a lane budget
+        plan = auto_fold(net, target_cycles=CNN_TARGET_CYCLES[preset])
+    elif sizes in PRESET_FOLDS:
         plan = plan_folding(net, parse_fold(PRESET_FOLDS[sizes], len(net.layers)))
     else:
         plan = auto_fold(net, max_lanes=512)
