@@ -162,27 +162,34 @@ def test_one_reset_cycle_in_mid_stream_restores_the_power_on_state():
         await ctx.tick()
         ctx.set(top.cd.rst, 0)
         seen["fresh"] = await _stream(ctx, dut, beats, len(x), 500)
-        # garbage in flight: two images, results held back by a stalled output
-        await _stream(ctx, dut, beats + beats, 1, 60, stall=1.0)
-        seen["busy"] = (ctx.get(dut.o.valid), ctx.get(dut.stat_in_stalls))
-        ctx.set(dut.i.valid, 1)  # a beat offered during reset is dropped
-        ctx.set(dut.i.payload, beats[3])
-        ctx.set(top.cd.rst, 1)
-        await ctx.tick()
-        seen["in_reset"] = (ctx.get(dut.i.ready), ctx.get(dut.o.valid), [ctx.get(getattr(dut, n)) for n in STATS])
-        for _ in range(4):  # held longer: nothing counts while rst is high
+        for cycles in (1, 5):  # one reset cycle, then a longer reset
+            # garbage in flight: two images, results held back by a stalled output
+            await _stream(ctx, dut, beats + beats, 1, 60, stall=1.0)
+            seen[f"busy{cycles}"] = ctx.get(dut.o.valid)
+            ctx.set(dut.i.valid, 1)  # a beat offered during reset is dropped
+            ctx.set(dut.i.payload, beats[3])
+            ctx.set(top.cd.rst, 1)
             await ctx.tick()
-        seen["held"] = [ctx.get(getattr(dut, n)) for n in STATS]
-        ctx.set(top.cd.rst, 0)
-        ctx.set(dut.i.valid, 0)
-        seen["after"] = await _stream(ctx, dut, beats, len(x), 500)
+            seen[f"in_reset{cycles}"] = (ctx.get(dut.i.ready), ctx.get(dut.o.valid),
+                                         [ctx.get(getattr(dut, n)) for n in STATS])
+            for _ in range(cycles - 1):  # held longer: nothing counts while rst is high
+                await ctx.tick()
+            seen[f"held{cycles}"] = [ctx.get(getattr(dut, n)) for n in STATS]
+            ctx.set(top.cd.rst, 0)
+            ctx.set(dut.i.valid, 0)
+            seen[f"after{cycles}"] = await _stream(ctx, dut, beats, len(x), 500)
 
     _simulate(top, tb)
-    assert seen["busy"][0] == 1  # a result was waiting when reset came
-    # i.ready reads 1 in reset (it is the idle state's), o.valid 0, counters 0
-    assert seen["in_reset"] == (1, 0, [0, 0, 0, 0]) and seen["held"] == [0, 0, 0, 0]
-    assert seen["after"] == seen["fresh"]
-    _, outs, _ = seen["fresh"]
+    for cycles in (1, 5):
+        assert seen[f"busy{cycles}"] == 1  # a result was waiting when reset came
+        # i.ready reads 1 in reset (it is the idle state's), o.valid 0, counters 0
+        assert seen[f"in_reset{cycles}"] == (1, 0, [0, 0, 0, 0]) and seen[f"held{cycles}"] == [0, 0, 0, 0]
+        assert seen[f"after{cycles}"] == seen["fresh"]
+    ins, outs, stats = seen["fresh"]
+    # the figures docs/integration.md quotes: 4 beats per image, one image every 8 cycles, the
+    # first layer (NF = 2) refusing input 4 of every 8 cycles while it replays (4 images x 4 stalls)
+    assert ins[:6] == [0, 1, 2, 3, 8, 9] and [o[2] for o in outs] == [46, 54, 62, 70, 78]
+    assert stats == (79, 5, 16, 0)
     assert [o[0] for o in outs] == golden.classes.tolist() and [o[1] for o in outs] == golden.logits.tolist()
 
 
