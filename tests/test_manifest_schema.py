@@ -3,15 +3,16 @@
 Real builds (several number formats, both memory styles, with and without the simulation
 model, a subset of image formats) validate against it; a key the schema does not know, at
 any level, makes validation fail, so a new manifest key without its schema entry fails here.
-Convolutional networks cannot all be built yet (their hardware is in progress), so the ops of
-lowered random CNNs (padding, stride, parallel window, bipolar) are validated against the
-schema's op definitions, and every op kind lowbit has must have one.
+A small CNN build (window, pool, dense) validates as a whole; the ops of more lowered
+random CNNs (padding, stride, parallel window, bipolar, two pools) are validated against the
+schema's op definitions without building them, and every op kind lowbit has must have one.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -134,6 +135,18 @@ CNNS = [  # in_shape, layers, weight, act, folds
 ]
 
 
+def test_cnn_build_manifest_matches_the_schema(schema, tmp_path):
+    in_shape, layers, wf, af, folds = CNNS[0]
+    net = random_cnn(in_shape, layers, wf, af, seed=3)
+    build_network(net, plan_folding(net, folds), tmp_path / "cnn")
+    m = json.loads((tmp_path / "cnn" / "manifest.json").read_text())
+    assert errors(validator(schema), m) == []
+    assert [op["op"] for op in m["folding"]] == ["sliding_window", "matrix_vector", "max_pool", "matrix_vector"]
+    assert m["input_stream"] == m["folding"][0]["in_stream"] and m["input_stream"]["vectors"] == 64  # H·W pixels
+    m["folding"][2]["surprise"] = 1
+    assert any("surprise" in e for e in errors(validator(schema), m))
+
+
 @pytest.mark.parametrize("in_shape, layers, wf, af, folds", CNNS, ids=["parallel-window", "stride-pad", "pools"])
 def test_cnn_op_entries_match_the_schema(schema, in_shape, layers, wf, af, folds):
     net = random_cnn(in_shape, layers, wf, af, seed=3)
@@ -159,3 +172,50 @@ def test_every_op_kind_has_a_schema(schema):
     defined = {schema["$defs"][b["$ref"].rsplit("/", 1)[1]]["properties"]["op"]["const"]
                for b in schema["$defs"]["op"]["oneOf"]}
     assert kinds == defined == {"matrix_vector", "sliding_window", "max_pool"}
+
+
+# ---- which Verilog array is which manifest memory (docs/integration.md, section 6) -------------------
+_MODULE = re.compile(r"^module (\\\S+|\w+) ?\(", re.MULTILINE)
+_ARRAY = re.compile(r"^  reg \[(\d+):0\] (\w+) \[(\d+):0\];\n  initial begin\n((?:    \2\[\d+\] = \d+'[hd][0-9a-f]+;\n)*)  end\n",
+                    re.MULTILINE)
+_WORD = re.compile(r"\[(\d+)\] = \d+'([hd])([0-9a-f]+);")
+
+
+def verilog_arrays(text: str) -> dict:
+    """(module name, array name) → (width, words) of every initialised array of Amaranth's Verilog."""
+    starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(text)] + [(len(text), None)]
+    out = {}
+    for (a, name), (b, _) in zip(starts, starts[1:]):
+        for arr in _ARRAY.finditer(text, a, b):
+            words = [0] * (int(arr.group(3)) + 1)
+            for addr, radix, value in _WORD.findall(arr.group(4)):
+                words[int(addr)] = int(value, 16 if radix == "h" else 10)
+            out[(name, arr.group(2))] = (int(arr.group(1)) + 1, words)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_each_manifest_memory_is_the_array_the_integration_doc_names(tmp_path, kind):
+    """Memory {layer L, kind K, bank p} is array K_p of module \\lowbit_net.layer<k>, k the position in
+    folding of the matrix_vector op of layer L, and holds exactly the words of its image files."""
+    from lowbit.sw.memimage import load_bank
+
+    if kind == "mlp":
+        net = random_network([12, 8, 6, 4], "s4", "u4", seed=1, multiplier=True)
+        folds = [(4, 3), (2, 4), (2, 2)]
+    else:
+        in_shape, layers, wf, af, folds = CNNS[0]
+        net = random_cnn(in_shape, layers, wf, af, seed=3)
+    out = tmp_path / "net"
+    m = build_network(net, plan_folding(net, folds), out, simulation_model=False)
+    arrays = verilog_arrays((out / "lowbit_net.v").read_text())
+    position = {op["index"]: k for k, op in enumerate(m["folding"]) if op["op"] == "matrix_vector"}
+    if kind == "cnn":
+        assert position == {0: 1, 2: 3}  # a convolution is two ops, a pool one: k is not the layer index
+    image_arrays = {key for key in arrays if key[1].startswith(("weights_", "params_"))}
+    assert len(image_arrays) == len(m["memories"])
+    for mem in m["memories"]:
+        key = (f"\\lowbit_net.layer{position[mem['layer']]}", f"{mem['kind']}_{mem['bank']}")
+        width, words = arrays[key]
+        assert width == mem["width"] and len(words) == mem["depth"]
+        assert words == load_bank(out, mem["layer"], mem["kind"], mem["bank"], "hex")
