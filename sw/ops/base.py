@@ -201,11 +201,6 @@ class HardwareOp(abc.ABC):
     def cost(self, family: str, mem_family: str | None = None) -> dict:
         """Cost-model estimate: ``lut, ff, bram, dsp, lutram_luts``."""
 
-    def _no_cost_model(self, unit: str):
-        """For ops whose component (and so whose cost) is still to come (issue 13)."""
-        raise NotImplementedError(f"op {self.name!r} ({self.kind}) has no cost model yet: the {unit}'s "
-                                  f"component and cost come with issue 13")
-
     @abc.abstractmethod
     def manifest_entry(self) -> dict:
         """This op's entry in ``manifest.json`` (JSON-serialisable)."""
