@@ -30,7 +30,7 @@ from lowbit.hw.build import build_network, load_build
 from lowbit.sw.fold import plan_folding
 from lowbit.sw.golden import run_network
 from lowbit.sw.ops import lower
-from lowbit.sw.randnet import random_network
+from lowbit.sw.randnet import random_cnn, random_network
 
 STATS = ("stat_cycles", "stat_images", "stat_in_stalls", "stat_out_stalls")
 
@@ -195,7 +195,12 @@ def test_one_reset_cycle_in_mid_stream_restores_the_power_on_state():
 
 # ---- the wrapper ---------------------------------------------------------------------------------
 def _build(tmp_path, sizes, folds, name="net"):
-    net = random_network(sizes, "s4", "u4", seed=5)
+    """A build of a random MLP (``sizes``: layer widths) or, with ``sizes`` a tuple of layer
+    strings, of a random CNN on 8×8×1 images."""
+    if isinstance(sizes, tuple):
+        net = random_cnn((8, 8, 1), sizes, "s4", "u4", seed=5)
+    else:
+        net = random_network(sizes, "s4", "u4", seed=5)
     out = tmp_path / name
     build_network(net, plan_folding(net, folds), out, simulation_model=False)
     manifest, _ = load_build(out)
@@ -236,8 +241,9 @@ def _elaborated_ports(out: Path, module: str, tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("sizes, folds", [([12, 8, 4], [(4, 3), (2, 4)]),  # padded tdata, 4 beats/image
-                                          ([16, 8], [(8, 16)])],            # 64-bit input, 1 beat/image
-                         ids=["padded", "one-beat"])
+                                          ([16, 8], [(8, 16)]),             # 64-bit input, 1 beat/image
+                                          (("4C3", "MP2", "10"), [(2, 3), (2,), (5, 4)])],  # 64 pixel beats
+                         ids=["padded", "one-beat", "cnn"])
 def test_wrapper_ports_equal_the_manifest(tmp_path, sizes, folds):
     net, out, manifest = _build(tmp_path, sizes, folds)
     rec, core = manifest["axis_wrapper"], manifest["ports"]
@@ -269,8 +275,9 @@ def test_altered_wrapper_is_refused(tmp_path):
 def test_wrapper_lints_clean_with_the_core(tmp_path):
     """``verilator --lint-only -Wall``: no warning at all in the wrapper (Amaranth's core has its
     own width warnings, which the project's Verilator flags already accept)."""
-    for sizes, folds in (([12, 8, 4], [(4, 3), (2, 4)]), ([16, 8], [(8, 16)])):
-        _, out, _ = _build(tmp_path, sizes, folds, name=f"n{len(sizes)}")
+    for k, (sizes, folds) in enumerate((([12, 8, 4], [(4, 3), (2, 4)]), ([16, 8], [(8, 16)]),
+                                        (("4C3", "MP2", "10"), [(2, 3), (2,), (5, 4)]))):
+        _, out, _ = _build(tmp_path, sizes, folds, name=f"n{k}")
         proc = _verilator("--lint-only", "-Wall", "-Wno-fatal", "--top-module", "lowbit_net_axis",
                           str(out / "lowbit_net_axis.v"), str(out / "lowbit_net.v"))
         assert proc.returncode == 0, proc.stderr[-2000:]
