@@ -207,3 +207,189 @@ def test_small_sweep_with_synth_and_sim(models, tmp_path):
     assert r["fmax_source"] == "nextpnr" and r["fmax_mhz"] > 0
     assert r["sim_mismatches"] == 0
     assert abs(r["cycles_measured"] - r["cycles_model"]) <= 0.05 * r["cycles_model"]
+
+
+# --- CNN presets --------------------------------------------------------------------------------------
+
+CNN_EPOCHS = 5  # the digits CNN trains in a few seconds; the figures need a trained network, not a good one
+
+
+def cnn_small(models, **kw):
+    return dataclasses.replace(ex.named_config("small", "cnn_digits"), model_dir=models, epochs=CNN_EPOCHS, **kw)
+
+
+@pytest.fixture(scope="module")
+def cnn_sweep(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn_sweep")
+    return ex.run_sweep(cnn_small(models), out, workers=0, progress=False, log=None), out
+
+
+def test_cnn_configurations_are_their_own():
+    # a CNN preset takes its own named configurations, an MLP preset the MLP's with its network
+    assert ex.named_config("default", "lenet") is ex.CNN_CONFIGS["lenet"]["default"]
+    assert ex.named_config("small", "cnn_digits").preset == "cnn_digits"
+    assert ex.named_config("default", "sfc") == dataclasses.replace(CONFIGS["default"], preset="sfc")
+    assert ex.named_config("default") is CONFIGS["default"]
+    for preset, named in ex.CNN_CONFIGS.items():
+        assert set(named) == set(CONFIGS), preset  # --config default/small means something for every preset
+        for cfg in named.values():
+            assert cfg.preset == preset and cfg.validate() is cfg
+    with pytest.raises(ValueError, match="config must be one of default, small, not 'huge'"):
+        ex.named_config("huge", "lenet")
+
+
+def test_cli_config_for_cnn_preset():
+    import argparse
+
+    from lowbit.sw.commands import explore as cmd
+
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    cfg = cmd.config_from_args(p.parse_args(["--preset", "lenet"]))
+    assert cfg == ex.CNN_CONFIGS["lenet"]["default"]
+    cfg = cmd.config_from_args(p.parse_args(["--preset", "cnn_digits", "--config", "small", "--lanes", "32,128"]))
+    assert cfg == dataclasses.replace(ex.CNN_CONFIGS["cnn_digits"]["small"], lanes=(32, 128))
+    assert cmd.config_from_args(p.parse_args([])) == CONFIGS["default"]
+
+
+@pytest.mark.parametrize("preset", ["cnn_digits", "lenet"])
+def test_cnn_lane_budgets_give_distinct_plans_within_budget(preset):
+    """Every lane budget of a CNN preset's configurations folds to its own plan, within budget,
+    faster with more lanes (a budget past the point where the plan stops changing would be a
+    duplicate point). Shapes only: an untrained network quantized on random pixels."""
+    import numpy as np
+
+    from lowbit.sw.fold import auto_fold
+    from lowbit.sw.ops import initiation_interval, lower, mac_lanes
+    from lowbit.sw.quant import quantize
+    from lowbit.sw.train import CNN_PRESETS, build_preset
+
+    h, w = CNN_PRESETS[preset].image
+    model = build_preset(preset, (h, w, 1))
+    model.eval()
+    net = quantize(model, "pow2", 4, 4, np.random.default_rng(0).integers(0, 256, (64, h * w), dtype=np.uint8),
+                   progress=False)
+    budgets = sorted({lanes for cfg in ex.CNN_CONFIGS[preset].values() for lanes in cfg.lanes})
+    cycles = []
+    for lanes in budgets:
+        plan = auto_fold(net, max_lanes=lanes)
+        ops = lower(net, plan)
+        assert mac_lanes(ops) == plan.mac_lanes <= lanes
+        assert initiation_interval(ops) == plan.initiation_interval
+        cycles.append(plan.initiation_interval)
+    assert cycles == sorted(cycles, reverse=True) and len(set(cycles)) == len(cycles), dict(zip(budgets, cycles))
+
+
+def test_cnn_sweep_rows_are_the_ops_and_the_golden_model(models, cnn_sweep):
+    """Every row's cycles are the lowered plan's initiation interval, its LUTs the ops' cost
+    (window and pool included), its accuracy the golden model's on the test set, computed here
+    again from a network quantized afresh from the checkpoint."""
+    import numpy as np
+
+    from lowbit.sw.datasets import load_dataset
+    from lowbit.sw.fold import auto_fold
+    from lowbit.sw.golden import run_network
+    from lowbit.sw.ops import initiation_interval, lower, network_cost
+    from lowbit.sw.quant import quantize
+    from lowbit.sw.train import checkpoint_path, load_checkpoint
+
+    res, out = cnn_sweep
+    cfg = res.config
+    assert res.dataset == "digits" and not res.failures
+    assert len(res.rows) == 2 * 2 * 2  # pow2, ternary × 2, 4 bits × 16, 64 lanes
+    ds = load_dataset("digits")
+    model, info = load_checkpoint(checkpoint_path("cnn_digits", "digits", 0, CNN_EPOCHS, models))
+    assert res.float_accuracy == info["test_accuracy"]
+    accuracy = {}
+    for r in res.rows:
+        task = json.loads((out / "cache" / f"{r['key']}.json").read_text())["task"]
+        net_key = (task["method"], task["weight_bits"], task["act_bits"])
+        if net_key not in accuracy:
+            net = quantize(model, task["method"], task["weight_bits"], task["act_bits"], ds.x_train[:cfg.calib],
+                           progress=False, **task["opts"])
+            golden = run_network(net, ds.x_test, raw_pixels=True)  # every intermediate kept: a different path
+            accuracy[net_key] = (net, float(np.mean(golden.classes == ds.y_test)))
+        net, acc = accuracy[net_key]
+        assert r["accuracy"] == acc, r["name"]
+        plan = auto_fold(net, max_lanes=r["lane_budget"])
+        ops = lower(net, plan)
+        assert {op.kind for op in ops} >= {"sliding_window", "max_pool", "matrix_vector"}
+        assert r["cycles_model"] == initiation_interval(ops) == plan.initiation_interval, r["name"]
+        assert r["fold"] == str(plan) and r["mac_lanes"] == plan.mac_lanes <= r["lane_budget"]
+        assert r["bottleneck"] == " + ".join(f"{op.name} {op.kind}" for op in ops if op.cycles() == r["cycles_model"])
+        cost = network_cost(ops, "ice40", "ecp5")  # ECP5 takes iCE40's LUT4 coefficients
+        assert (r["lut_model"], r["ff_model"], r["bram_model"]) == (cost["lut"], cost["ff"], cost["bram"])
+        mv = sum(op.cost("ice40", "ecp5")["lut"] for op in ops if op.kind == "matrix_vector")
+        assert r["lut_model"] > mv  # the windows and pools are counted too
+        assert r["images_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["cycles_model"])
+    # the foldings of one network share its accuracy (one golden-model run each, cached beside the network)
+    assert len(list((out / "cache" / "nets").glob("acc_*.json"))) == len(accuracy) == 4
+    by = {(r["config"], r["lane_budget"]): r for r in res.rows}
+    assert by[("W4 A4", 64)]["cycles_model"] < by[("W4 A4", 16)]["cycles_model"]
+    assert by[("W4 A4", 64)]["accuracy"] == by[("W4 A4", 16)]["accuracy"]
+
+
+def test_cnn_sweep_pareto_fronts_are_non_dominated(cnn_sweep):
+    res, out = cnn_sweep
+    rows = res.rows
+    doc = json.loads((out / "results.json").read_text())
+
+    def dominates(a, b, x, sense):
+        ax, bx = (a[x], b[x]) if sense == "max" else (-a[x], -b[x])
+        return ax >= bx and a["accuracy"] >= b["accuracy"] and (ax > bx or a["accuracy"] > b["accuracy"])
+
+    for x, sense, name in (("images_per_s", "max", "accuracy_vs_images_per_s"), ("lut", "min", "accuracy_vs_lut")):
+        front = set(pareto_front(rows, {x: sense, "accuracy": "max"}))
+        assert front and len(front) < len(rows)
+        for i, r in enumerate(rows):
+            beaten = any(dominates(o, r, x, sense) for o in rows)
+            assert beaten == (i not in front), (name, r["name"])
+        assert doc["pareto"][name] == [rows[i]["name"] for i in pareto_front(rows, {x: sense, "accuracy": "max"})]
+    for name in ex.PLOTS.values():
+        assert (out / name).stat().st_size > 0
+    assert "bottleneck" in (out / "results.csv").read_text().splitlines()[0]
+
+
+def test_cnn_preset_refuses_a_dataset_of_another_image_size(models, tmp_path, capsys):
+    from lowbit.sw.cli import main
+
+    with pytest.raises(ValueError) as e:
+        ex.run_sweep(cnn_small(models, dataset="fashion-mnist"), tmp_path / "x", workers=0, progress=False, log=None)
+    assert str(e.value) == ("--preset cnn_digits takes 8x8 images, but --dataset fashion-mnist has 28x28 images: "
+                            "use --dataset digits with --preset cnn_digits, or keep --dataset fashion-mnist with "
+                            "--preset lenet or an MLP preset (tfc, sfc, lfc)")
+    assert not (tmp_path / "x").exists() and not list(Path(models).glob("cnn_digits_fashion-mnist*"))
+    # on the command line: the same error, exit 2, before anything is trained
+    assert main(["explore", "--preset", "lenet", "--dataset", "digits", "--config", "small", "--workers", "0",
+                 "--no-progress", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert ("--preset lenet takes 28x28 images, but --dataset digits has 8x8 images: use --dataset fashion-mnist or "
+            "mnist with --preset lenet, or keep --dataset digits with --preset cnn_digits or an MLP preset") in err
+    assert not (tmp_path / "y").exists()
+    # auto: the images the preset is made for
+    assert ex.resolve_dataset("cnn_digits", "auto") == ("digits", None)
+    assert ex.resolve_dataset("tfc", "digits") == ("digits", None)  # an MLP takes any size
+
+
+def test_cnn_preset_auto_without_fashion_mnist(monkeypatch):
+    import lowbit.sw.datasets as datasets
+
+    monkeypatch.setattr(datasets, "default_dataset", lambda data_dir=None: ("digits", "Fashion-MNIST not found"))
+    with pytest.raises(ValueError, match=r"^--preset lenet takes 28x28 images, but --dataset auto is digits here "
+                                         r"\(Fashion-MNIST not found\), which has 8x8 images: use --dataset "
+                                         r"fashion-mnist or mnist with --preset lenet"):
+        ex.resolve_dataset("lenet", "auto")
+
+
+@pytest.mark.slow
+@pytest.mark.hdl
+def test_cnn_sweep_with_synth_and_sim(models, tmp_path):
+    """The digits CNN: one point synthesized (ECP5, with nextpnr), one simulated in Verilator."""
+    cfg = cnn_small(models, methods=("pow2",), bits=(4,), lanes=(16,), synth=1, sim=1, sim_images=40)
+    res = ex.run_sweep(cfg, tmp_path, workers=0, progress=False, log=None)
+    assert not res.failures, res.failures
+    (r,) = res.rows
+    assert r["lut_source"] == "yosys" and r["lut_yosys"] > 0
+    assert r["fmax_source"] == "nextpnr" and r["fmax_mhz"] > 0
+    assert r["sim_mismatches"] == 0
+    assert abs(r["cycles_measured"] - r["cycles_model"]) <= 0.05 * r["cycles_model"]

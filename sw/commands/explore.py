@@ -4,10 +4,11 @@ from __future__ import annotations
 
 HELP = "sweep quantization methods x bit widths x folding: accuracy, cycles, LUTs, fmax, images/s, Pareto plots"
 DESCRIPTION = """\
-Sweep post-training quantization methods and bit widths of a float32 MLP preset across MAC-lane
-budgets (folding), and report for every point: golden-model test accuracy (the hardware equals it
-bit for bit), cycles per image from the analytical folding model, LUTs/FFs/BRAM from the analytical
-cost model, and images/s = fmax / cycles. A few points are synthesized with yosys (+ nextpnr for the
+Sweep post-training quantization methods and bit widths of a float32 preset (MLP or CNN) across
+MAC-lane budgets (folding), and report for every point: golden-model test accuracy (the hardware
+equals it bit for bit), cycles per image from the analytical folding model (the slowest op of the
+folded network, named in the bottleneck column), LUTs/FFs/BRAM from the analytical cost model, and
+images/s = fmax / cycles. A few points are synthesized with yosys (+ nextpnr for the
 fmax) on --target and a few are run in Verilator on --sim-images test images to check the cycle
 model; every number says whether it is "model", "yosys" or "nextpnr"/"nominal".
 
@@ -20,6 +21,20 @@ skips finished points (resume after an interruption), a failing point is recorde
 with 2 epochs of QAT at <= 4 bits, lane budgets
 16/64/256/1024, 4 points synthesized on ecp5-25k, 2 simulated (about 10 minutes on 2 cores).
 --config small: digits, TFC, scaled/binary at 1/4 bits, 2 lane budgets, cost model only (seconds).
+--preset sfc or lfc takes the same configurations with its own network.
+
+The CNN presets have configurations of their own (a CNN's layers differ in work by 100x, so the
+lane budgets an MLP needs mean nothing there; each CNN gets budgets spanning its useful range):
+--preset cnn_digits (8x8 digits only): default: the 4 methods at 1/2/4/8 bits, with 10 epochs of QAT
+at <= 4 bits, lane budgets 16/64/256 (about 9,216/1,536/384 cycles per image), 2 points synthesized on
+ecp5-25k, 2 simulated; small: pow2/ternary at 2/4 bits, lanes 16/64, cost model only (seconds).
+--preset lenet (28x28 images: Fashion-MNIST or MNIST): default: the 4 methods at 1/2/4/8 bits
+post-training only (QAT takes minutes per LeNet point; --qat-epochs adds it), lane budgets
+256/512/1024/2048 (about 20,480/10,240/5,120/2,989 cycles per image; past about 1,700 lanes the
+first layer's sliding window bounds LeNet at 2,989), accuracy on all 10,000 test images (about 40 s
+per network), 1 point synthesized on ecp5-85k, 1 simulated; small: pow2 at 2/4 bits, lanes
+512/2048, cost model only (minutes).
+A CNN preset and a --dataset of another image size are refused.
 Options given explicitly override the configuration's values.
 """
 
@@ -37,12 +52,15 @@ def _ints(text: str, name: str) -> tuple:
 def add_arguments(p) -> None:
     from lowbit.sw.explore import CONFIGS
     from lowbit.sw.synth import TARGETS
+    from lowbit.sw.train import PRESET_NAMES
 
     from .common import add_output_argument
 
     p.add_argument("--config", default="default", choices=list(CONFIGS), help="base sweep configuration")
-    p.add_argument("--preset", default=None, help="MLP preset: tfc, sfc or lfc")
-    p.add_argument("--dataset", default=None, help="fashion-mnist, mnist, digits or auto")
+    p.add_argument("--preset", default=None, choices=list(PRESET_NAMES),
+                   help="MLP (tfc, sfc, lfc) or CNN preset (lenet, cnn_digits: configurations of their own)")
+    p.add_argument("--dataset", default=None,
+                   help="fashion-mnist, mnist, digits or auto (a CNN preset: the image size it is made for)")
     p.add_argument("--methods", default=None, help="comma-separated post-training methods")
     p.add_argument("--bits", default=None, help="comma-separated bit widths")
     p.add_argument("--lanes", default=None, help="comma-separated MAC-lane budgets (folding)")
@@ -66,13 +84,14 @@ def add_arguments(p) -> None:
 
 
 def config_from_args(args):
-    """The sweep configuration: ``--config`` with every given option replacing its value."""
+    """The sweep configuration: ``--config`` for ``--preset`` (a CNN preset has configurations of
+    its own) with every given option replacing its value."""
     import dataclasses
 
-    from lowbit.sw.explore import CONFIGS
+    from lowbit.sw.explore import named_config
 
     over = {}
-    for name in ("preset", "dataset", "target", "synth", "synth_max_lut", "sim", "sim_images", "qat_epochs", "match", "epochs",
+    for name in ("dataset", "target", "synth", "synth_max_lut", "sim", "sim_images", "qat_epochs", "match", "epochs",
                  "seed", "calib", "test_images"):
         v = getattr(args, name)
         if v is not None:
@@ -83,7 +102,7 @@ def config_from_args(args):
         over["bits"] = _ints(args.bits, "--bits")
     if args.lanes is not None:
         over["lanes"] = _ints(args.lanes, "--lanes")
-    return dataclasses.replace(CONFIGS[args.config], **over)
+    return dataclasses.replace(named_config(args.config, args.preset), **over)
 
 
 def run(args) -> int:

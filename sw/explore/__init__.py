@@ -1,12 +1,13 @@
 """Design-space exploration: quantization method × bit width × folding → accuracy, cycles, cost.
 
 Every point of a sweep is one integer network (a method at a bit width, quantized from the
-cached float32 model) folded onto hardware for one MAC-lane budget. For each point the sweep
+cached float32 model of an MLP or CNN preset) folded onto hardware for one MAC-lane budget. For each point the sweep
 records
 
 * **accuracy**: the golden model on the test set (the hardware equals it bit for bit; that is
   proven by the simulation tier, and spot-checked here);
-* **cycles per image**: the analytical folding model (:mod:`lowbit.sw.fold`), and for a few
+* **cycles per image**: the analytical folding model (:mod:`lowbit.sw.fold`; the initiation
+  interval of the lowered ops, :func:`lowbit.sw.ops.initiation_interval`), and for a few
   points the cycles measured in Verilator (:func:`lowbit.sim.netrun.simulate_build`);
 * **resources**: the analytical cost model (:mod:`lowbit.sw.cost`, labelled ``model``)
   everywhere, and yosys/nextpnr (:func:`lowbit.sw.synth.synth_target`, labelled ``yosys``)
@@ -31,6 +32,8 @@ plots). Everything is importable from ``lowbit.sw.explore`` itself.
 Public API
 ----------
 ``SweepConfig``                       what to sweep (``CONFIGS["default"]``, ``CONFIGS["small"]``)
+``named_config(name, preset)``        a named configuration; CNN presets have their own (``CNN_CONFIGS``)
+``resolve_dataset(preset, dataset)``  the dataset ``auto`` means for a preset; a CNN refuses other image sizes
 ``run_sweep(config, out_dir, *, workers=2, scheduler=None, progress=True, log=print) -> SweepResult``
 ``grid_points(config, model_sha)``    the ``eval`` task configurations of a sweep
 ``evaluate_point(task)`` / ``synth_point(task)`` / ``sim_point(task)``  one task each
@@ -41,12 +44,14 @@ Public API
 """
 
 from .analysis import SweepResult, combine, pareto_front, select_sim, select_synth, su_comparison
-from .config import COST_FAMILY, CONFIGS, NOMINAL_FMAX_MHZ, SweepConfig, parse_match
+from .config import (CNN_CONFIGS, COST_FAMILY, CONFIGS, NOMINAL_FMAX_MHZ, SweepConfig, named_config, parse_match,
+                     resolve_dataset)
 from .executor import RunStats, _file_sha, execute, run_sweep
 from .report import CSV_FIELDS, PLOTS, markdown_report, plot, write_outputs
-from .tasks import (CACHE_VERSION, _float_model, estimate_network, evaluate_point, grid_points, network_for,
-                    run_task, sim_point, synth_point, task_key)
+from .tasks import (CACHE_VERSION, _float_model, estimate_network, evaluate_point, golden_accuracy, grid_points,
+                    network_for, run_task, sim_point, synth_point, task_key)
 
-__all__ = ["SweepConfig", "CONFIGS", "SweepResult", "run_sweep", "grid_points", "evaluate_point", "synth_point",
+__all__ = ["SweepConfig", "CONFIGS", "CNN_CONFIGS", "named_config", "resolve_dataset", "golden_accuracy",
+           "SweepResult", "run_sweep", "grid_points", "evaluate_point", "synth_point",
            "sim_point", "estimate_network", "pareto_front", "su_comparison", "parse_match", "write_outputs",
            "task_key", "COST_FAMILY", "NOMINAL_FMAX_MHZ", "CACHE_VERSION"]

@@ -103,6 +103,7 @@ def combine(results: list[dict], synth: dict, sim: dict, family: str) -> tuple[l
             "act_bits": t["act_bits"], "config": t["label"], "mode": mode, "lane_budget": t["lanes"],
             "fold": r["fold"], "mac_lanes": r["mac_lanes"], "accuracy": r["accuracy"],
             "float_accuracy": r["float_accuracy"], "cycles_model": r["cycles_model"],
+            "bottleneck": r.get("bottleneck"),  # absent from results cached before CNNs
             "cycles_measured": m.get("cycles_measured") if m_ok else None,
             "sim_mismatches": m.get("mismatches") if m_ok else None,
             "lut_model": r["lut_model"], "ff_model": r["ff_model"], "bram_model": r["bram_model"],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["SweepConfig", "CONFIGS", "parse_match", "COST_FAMILY", "NOMINAL_FMAX_MHZ"]
+__all__ = ["SweepConfig", "CONFIGS", "CNN_CONFIGS", "named_config", "resolve_dataset", "parse_match", "COST_FAMILY",
+           "NOMINAL_FMAX_MHZ"]
 
 # The cost model is calibrated for these families; ECP5 is LUT4 like iCE40, so its LUT4
 # coefficients stand in (the yosys points of a sweep show how well).
@@ -23,16 +24,20 @@ class SweepConfig:
     Parameters
     ----------
     preset : str
-        Float32 MLP preset (``tfc``, ``sfc``, ``lfc``), reused from ``model_dir`` or trained.
+        Float32 preset (:data:`lowbit.sw.train.PRESET_NAMES`: the MLPs ``tfc``, ``sfc``, ``lfc``
+        and the CNNs ``lenet``, ``cnn_digits``), reused from ``model_dir`` or trained.
     dataset : str
-        ``fashion-mnist``, ``mnist``, ``digits`` or ``auto``.
+        ``fashion-mnist``, ``mnist``, ``digits`` or ``auto`` (:func:`resolve_dataset`: a CNN
+        preset takes the images it is made for, 28×28 or 8×8).
     methods : tuple of str
         Post-training quantizers (keys of :data:`lowbit.sw.quant.METHODS`).
     bits : tuple of int
         Bit widths ``b``: ``W{b}A{b}`` for pow2/scaled/dfp, ``W ternary A{b}`` for ternary,
         ``W1 A{b}`` (bipolar at ``b = 1``) for binary; widths a method cannot take are skipped.
     lanes : tuple of int
-        MAC-lane budgets for :func:`lowbit.sw.fold.auto_fold` (the folding axis).
+        MAC-lane budgets for :func:`lowbit.sw.fold.auto_fold` (the folding axis). A CNN's
+        layers differ in work by 100×, so the same budget means very different rates for an
+        MLP and a CNN: :data:`CNN_CONFIGS` gives each CNN preset budgets of its own.
     target : str
         FPGA target of the synthesized points (:data:`lowbit.sw.synth.TARGETS`); its family
         picks the cost model's coefficients.
@@ -72,10 +77,13 @@ class SweepConfig:
         """Check every field (imports the quantizers, hence torch: not done at construction)."""
         from ..quant import METHODS
         from ..synth import TARGETS
-        from ..train import PRESETS
+        from ..datasets import DATASETS
+        from ..train import PRESET_NAMES
 
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, not {self.preset!r}")
+        if self.dataset not in (*DATASETS, "auto"):
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or auto, not {self.dataset!r}")
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"methods must be among {', '.join(METHODS)}, not {m!r}")
@@ -113,6 +121,81 @@ CONFIGS = {
     "small": SweepConfig(dataset="digits", epochs=40, methods=("scaled", "binary"), bits=(1, 4), lanes=(8, 64),
                          calib=500, synth=0, sim=0, sim_images=60, qat_epochs=0, match="float-10"),
 }
+
+# The named configurations of the CNN presets, used in place of CONFIGS[name] when the sweep's
+# preset is one of them (named_config). A CNN's layers differ in work by 100x, so an MLP's lane
+# budgets mean nothing there: auto_fold balances the layers for the initiation interval, and the
+# budgets below span each CNN's useful range. LeNet at 256/512/1024/2048 lanes folds for about
+# 20,480/10,240/5,120/2,989 cycles per image; past about 1,700 lanes the plan no longer changes,
+# as the first layer's sliding window (one 5-pixel kernel row per beat) bounds it at 2,989. The
+# digits CNN at 16/64/256 lanes: 9,216/1,536/384 cycles.
+CNN_CONFIGS = {
+    "lenet": {
+        # 15 networks × 4 foldings on Fashion-MNIST's 10,000 test images (the golden model takes
+        # about 40 s per network; the foldings of one network share its accuracy), 1 synthesized
+        # on ECP5-85k (the 25k holds no LeNet), 1 simulated; post-training only: a QAT epoch of
+        # LeNet on 60,000 images takes minutes per point (--qat-epochs adds them).
+        "default": SweepConfig(preset="lenet", lanes=(256, 512, 1024, 2048), target="ecp5-85k", synth=1,
+                               synth_max_lut=20000, sim=1, sim_images=200, qat_epochs=0),
+        # pow2 at 2 and 4 bits, 2 foldings, cost model only (2 golden-model runs, minutes).
+        "small": SweepConfig(preset="lenet", methods=("pow2",), bits=(2, 4), lanes=(512, 2048), target="ecp5-85k",
+                             synth=0, sim=0, qat_epochs=0, match="float-10"),
+    },
+    "cnn_digits": {
+        # digits (359 test images): 15 networks and their 10-epoch QAT twins at <= 4 bits (seconds
+        # each on 1,437 training images) × 3 foldings, 2 synthesized on ECP5-25k, 2 simulated.
+        "default": SweepConfig(preset="cnn_digits", lanes=(16, 64, 256), calib=1000, synth=2, sim=2,
+                               sim_images=300, qat_epochs=10),
+        # 2 methods × 2 widths × 2 foldings, cost model only (seconds).
+        "small": SweepConfig(preset="cnn_digits", methods=("pow2", "ternary"), bits=(2, 4), lanes=(16, 64),
+                             calib=500, synth=0, sim=0, sim_images=60, qat_epochs=0, match="float-10"),
+    },
+}
+
+
+def named_config(name: str = "default", preset: str | None = None) -> SweepConfig:
+    """The configuration ``name`` for ``preset``: :data:`CNN_CONFIGS` for a CNN preset, else
+    :data:`CONFIGS` (with ``preset`` in place of its MLP when given)."""
+    if name not in CONFIGS:
+        raise ValueError(f"config must be one of {', '.join(CONFIGS)}, not {name!r}")
+    if preset in CNN_CONFIGS:
+        return CNN_CONFIGS[preset][name]
+    return CONFIGS[name] if preset is None else dataclasses.replace(CONFIGS[name], preset=preset)
+
+
+# which datasets have images of a size (lowbit.sw.datasets): only for the hint of an error
+_DATASETS_OF_SIZE = {(28, 28): "fashion-mnist or mnist", (8, 8): "digits"}
+
+
+def resolve_dataset(preset: str, dataset: str, data_dir=None) -> tuple[str, str | None]:
+    """The dataset a sweep of ``preset`` runs on, and a note saying why (or None); checked to fit.
+
+    ``auto`` is Fashion-MNIST when its files are found, else digits, for an MLP; a CNN preset
+    takes the images it is made for (:attr:`lowbit.sw.train.CnnPreset.image`): digits for an
+    8×8 one, the default dataset for a 28×28 one. A CNN preset and a dataset of another image
+    size are refused before anything is trained (a LeNet does not fit 8×8 images; the digits
+    CNN would train on 28×28 ones, but would not be the network its name promises).
+    """
+    from ..datasets import default_dataset, load_dataset
+    from ..train import CNN_PRESETS, PRESETS
+
+    if preset not in CNN_PRESETS:
+        return default_dataset(data_dir) if dataset == "auto" else (dataset, None)
+    want = tuple(CNN_PRESETS[preset].image)
+    given, why = dataset, None
+    if dataset == "auto":
+        dataset, why = ("digits", None) if want == (8, 8) else default_dataset(data_dir)
+    shape = tuple(load_dataset(dataset, data_dir).image_shape)
+    if shape != want:
+        size = "x".join(map(str, want))
+        others = [p for p, c in CNN_PRESETS.items() if tuple(c.image) == shape]
+        raise ValueError(
+            f"--preset {preset} takes {size} images, but --dataset {given}"
+            f"{f' is {dataset} here ({why}), which has' if given != dataset else ' has'} "
+            f"{'x'.join(map(str, shape))} images: use --dataset {_DATASETS_OF_SIZE.get(want, f'<one of {size} images>')} "
+            f"with --preset {preset}, or keep --dataset {dataset} with --preset {' or '.join(others) + ' or ' if others else ''}"
+            f"an MLP preset ({', '.join(PRESETS)})")
+    return dataset, why
 
 
 def parse_match(text: str, float_accuracy: float) -> float:

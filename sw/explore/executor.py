@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..util import write_atomic
 from .analysis import SweepResult, combine, select_sim, select_synth, su_comparison
-from .config import SweepConfig, parse_match
+from .config import SweepConfig, parse_match, resolve_dataset
 from .report import write_outputs
 from .tasks import _COST_FIELDS, _float_model, grid_points, run_task, task_key
 
@@ -156,19 +156,17 @@ def run_sweep(config: SweepConfig, out_dir, *, workers: int = 2, scheduler: str 
         Additional ``eval`` tasks (as :func:`grid_points` makes them), e.g. a configuration
         the grid leaves out.
     """
-    from ..datasets import default_dataset
     from ..train import checkpoint_path
 
     config.validate()
     t0 = time.monotonic()
+    # before anything is trained or written: a CNN preset refuses images of another size
+    dataset, why = resolve_dataset(config.preset, config.dataset)
+    if why and log:
+        log(f"note: {why}")
     out = Path(out_dir)
     cache = out / "cache"
     out.mkdir(parents=True, exist_ok=True)
-    dataset = config.dataset
-    if dataset == "auto":
-        dataset, why = default_dataset()
-        if why and log:
-            log(f"note: {why}")
     # Train (or load) the float model here, once, before the workers start: several workers
     # finding no checkpoint at once would each train it.
     model, info = _float_model(config.preset, dataset, config.epochs, config.seed, config.model_dir)

@@ -13,7 +13,7 @@ __all__ = ["CSV_FIELDS", "PLOTS", "write_outputs", "markdown_report", "plot"]
 
 
 CSV_FIELDS = ["name", "method", "config", "bits", "weight_bits", "act_bits", "mode", "lane_budget", "fold",
-              "mac_lanes", "accuracy", "cycles_model", "cycles_measured", "sim_mismatches", "lut_model",
+              "mac_lanes", "accuracy", "cycles_model", "bottleneck", "cycles_measured", "sim_mismatches", "lut_model",
               "lut_yosys", "lut", "lut_source", "ff_model", "ff_yosys", "bram_model", "bram_yosys", "fits",
               "fmax_mhz", "fmax_source", "images_per_s", "images_per_s_per_klut", "preset", "dataset", "key"]
 
@@ -64,8 +64,9 @@ def markdown_report(result: SweepResult, doc: dict, paths: dict) -> str:
          f"{', '.join(map(str, c.lanes))}{'; QAT ' + str(c.qat_epochs) + ' epochs at ≤ 4 bits' if c.qat_epochs else ''}),"
          f" {len(result.failures)} failed; {result.seconds:.0f} s.", "",
          "Sources: **accuracy** is the golden model on the test set (the hardware equals it bit for bit); "
-         "**cycles** per image are the analytical folding model (max over layers of NF·SF), spot-checked in "
-         "Verilator below; **LUT** is `yosys` where the point was synthesized, else the analytical cost `model` "
+         "**cycles** per image are the analytical folding model (the initiation interval: max over the ops of "
+         "their cycles: NF·SF for a dense layer, OH·OW·NF·SF for a convolution, the schedule of its sliding window, H·W·C/PE for a "
+         "max-pool; **bottleneck** names the op that sets it), spot-checked in Verilator below; **LUT** is `yosys` where the point was synthesized, else the analytical cost `model` "
          f"(coefficients of family {COST_FAMILY[c.family]} for target {c.target}); **fmax** is `nextpnr` "
          f"where placed and routed, else `nominal` ({result.fmax['note']}); images/s = fmax / cycles.", ""]
     L += ["## Hardware efficiency across precisions at matched accuracy (Su et al.)", "",
@@ -104,11 +105,11 @@ def markdown_report(result: SweepResult, doc: dict, paths: dict) -> str:
         L += [f"| {f['kind']} | {f['method']} {f['point']} | {f['lanes']} | {f['error'].splitlines()[0]} |"
               for f in result.failures]
     L += ["", "## All points", "",
-          "| point | fold | accuracy | cycles | LUT (source) | fmax (source) | images/s | images/s per kLUT |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| point | fold | accuracy | cycles | bottleneck | LUT (source) | fmax (source) | images/s | images/s per kLUT |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["bits"], r["method"], r["mode"], r["lane_budget"])):
         L.append(f"| {r['name']} | {r['fold']} | {100 * r['accuracy']:.2f}% | {r['cycles_model']} | "
-                 f"{r['lut']} ({r['lut_source']}) | {r['fmax_mhz']:.1f} ({r['fmax_source']}) | "
+                 f"{r.get('bottleneck') or '–'} | {r['lut']} ({r['lut_source']}) | {r['fmax_mhz']:.1f} ({r['fmax_source']}) | "
                  f"{r['images_per_s']:,.0f} | {r['images_per_s_per_klut']:,.1f} |")
     plots = [p for k, p in paths.items() if str(p).endswith(".png")]
     if plots:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import COST_FAMILY, SweepConfig
 
-__all__ = ["CACHE_VERSION", "task_key", "grid_points", "network_for", "estimate_network", "evaluate_point",
+__all__ = ["CACHE_VERSION", "task_key", "grid_points", "network_for", "golden_accuracy", "estimate_network", "evaluate_point",
            "synth_point", "sim_point", "run_task"]
 
 # Bumped when a task's result would change for the same configuration (new fields, a fixed bug).
@@ -49,20 +49,25 @@ def _bit_config(method: str, b: int) -> tuple[int, int, dict, str] | None:
 
 
 def grid_points(config: SweepConfig, model_sha: str = "", dataset: str | None = None) -> list[dict]:
-    """The ``eval`` tasks: every method × width (× PTQ/QAT) × lane budget the methods can take."""
+    """The ``eval`` tasks: every lane budget × method × width (× PTQ/QAT) the methods can take.
+
+    Lane budgets are the outer loop: a pool's workers start on different networks, and the
+    other foldings of a network find it (and its accuracy) in the sweep's network cache
+    instead of quantizing it and running the golden model again at the same time.
+    """
     ds = dataset or config.dataset
     tasks = []
     modes = [0] + ([config.qat_epochs] if config.qat_epochs else [])
-    for method in config.methods:
-        for b in config.bits:
-            bc = _bit_config(method, b)
-            if bc is None:
-                continue
-            wb, ab, opts, label = bc
-            for qat in modes:
-                if qat and b > 4:
-                    continue  # post-training is already within noise of float32 at 8 bits
-                for lanes in config.lanes:
+    for lanes in config.lanes:
+        for method in config.methods:
+            for b in config.bits:
+                bc = _bit_config(method, b)
+                if bc is None:
+                    continue
+                wb, ab, opts, label = bc
+                for qat in modes:
+                    if qat and b > 4:
+                        continue  # post-training is already within noise of float32 at 8 bits
                     tasks.append({
                         "kind": "eval", "preset": config.preset, "dataset": ds, "epochs": config.epochs,
                         "seed": config.seed, "model_dir": config.model_dir, "model_sha": model_sha,
@@ -140,28 +145,70 @@ def estimate_network(net, plan, family: str, mem_family: str | None = None) -> d
     return network_cost(lower(net, plan), family, mem_family)
 
 
-def evaluate_point(task: dict) -> dict:
-    """Quantize, golden-model accuracy, fold for the lane budget, cost model: the ``eval`` task."""
+_ACCURACY: dict = {}
+
+
+def golden_accuracy(task: dict, net) -> tuple[float, int]:
+    """Golden-model accuracy of the task's network on its test images, and how many.
+
+    It depends on the network, not on its folding: memoized per process, and on disk beside
+    the network under ``task["_net_cache"]``, so the other lane budgets of a network (a LeNet
+    takes about 40 s on 10,000 images) do not run the golden model again.
+    """
     import numpy as np
 
-    from ..fold import auto_fold
     from ..golden import run_network
-    from ..ops import initiation_interval, lower, mac_lanes, network_cost
 
+    blob = json.dumps({"v": CACHE_VERSION, "test_images": task["test_images"], **{k: task[k] for k in _NET_FIELDS}},
+                      sort_keys=True)
+    if blob in _ACCURACY:
+        return _ACCURACY[blob]
+    where = task.get("_net_cache")
+    path = Path(where) / f"acc_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json" if where else None
+    if path is not None and path.is_file():
+        try:
+            d = json.loads(path.read_text())
+            _ACCURACY[blob] = float(d["accuracy"]), int(d["test_images"])
+            return _ACCURACY[blob]
+        except (ValueError, KeyError, OSError):
+            pass  # cut short or damaged: run it again
     ds = _dataset(task["dataset"])
-    net, info = network_for(task)
     x, y = ds.x_test, ds.y_test
     if task["test_images"]:
         x, y = x[:task["test_images"]], y[:task["test_images"]]
+    # keep="logits": a 10,000-image LeNet's intermediates take gigabytes
     acc = float(np.mean(run_network(net, x, raw_pixels=True, keep="logits").classes == y))
+    _ACCURACY[blob] = acc, int(len(y))
+    if path is not None:
+        from ..util import write_atomic
+
+        write_atomic(path, json.dumps({"accuracy": acc, "test_images": int(len(y)), "network": net.name}) + "\n")
+    return _ACCURACY[blob]
+
+
+def evaluate_point(task: dict) -> dict:
+    """Quantize, golden-model accuracy, fold for the lane budget, cost model: the ``eval`` task.
+
+    Works on any network the ops lower (MLPs and CNNs): the cycles are the initiation
+    interval of the lowered plan (the slowest op: a matrix-vector unit, a sliding window or
+    a max-pool), the cost the sum of the ops' estimates.
+    """
+    from ..fold import auto_fold
+    from ..ops import initiation_interval, lower, mac_lanes, network_cost
+
+    net, info = network_for(task)
+    acc, n = golden_accuracy(task, net)
     plan = auto_fold(net, max_lanes=task["lanes"])
     ops = lower(net, plan)
     cost = network_cost(ops, task["cost_family"], task["mem_family"])
-    return {"accuracy": acc, "float_accuracy": float(info["test_accuracy"]), "test_images": int(len(y)),
+    ii = initiation_interval(ops)
+    slowest = [f"{op.name} {op.kind}" for op in ops if op.cycles() == ii]  # often tied in a CNN
+    return {"accuracy": acc, "float_accuracy": float(info["test_accuracy"]), "test_images": n,
             "network": net.name,
             "formats": ["/".join(f"{w}/{a}" for w, a in op.mac_format_pairs()) for op in ops if op.mac_format_pairs()],
-            "fold": str(plan), "mac_lanes": mac_lanes(ops), "cycles_model": initiation_interval(ops),
+            "fold": str(plan), "mac_lanes": mac_lanes(ops), "cycles_model": ii,
             "cycles_per_layer": [op.cycles() for op in ops],
+            "ops": [f"{op.name} {op.kind}" for op in ops], "bottleneck": " + ".join(slowest),
             "lut_model": cost["lut"], "ff_model": cost["ff"], "bram_model": cost["bram"],
             "dsp_model": cost["dsp"], "lutram_model": cost["lutram_luts"]}
 
@@ -205,7 +252,7 @@ def sim_point(task: dict) -> dict:
     out = Path(task["build_dir"])
     manifest, net = _build(task, out)
     ds = _dataset(task["point"]["dataset"])
-    n = task["sim_images"]
+    n = min(task["sim_images"], len(ds.x_test))  # digits has 359 test images
     rep = simulate_build(out, manifest, net, ds.x_test[:n], ds.y_test[:n], stress=min(50, n // 4))
     if not rep.run.passed:
         raise RuntimeError(f"simulation of {out} failed (testbench did not pass)")
