@@ -25,7 +25,10 @@ waits for the whole image); then its ``KH·(KW/banks)·CB`` beats leave back to 
 image) carry the op's ``pad_code`` in every lane; they are made here, never stored or streamed.
 Read addresses follow pointers kept as ``(word, bank)`` pairs that step by constants
 (``+banks`` pixels per beat, ``+W`` per kernel row, ``+SW`` per window, ``+SH·W`` per output row,
-``+H·W`` per image), so no divider or multiplier sits on the address path.
+``+H·W`` per image; word addresses pre-scaled by the words per pixel), and a window's release
+point and needed pixels are registers loaded from per-row and per-column tables
+(:meth:`~lowbit.sw.ops.SlidingWindowOp.window_tables`), so no divider or multiplier sits on
+any path (an earlier version multiplied by ``W`` there: 25 MHz on ECP5, two DSPs).
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ __all__ = ["SlidingWindowUnit"]
 
 
 class _Pointer:
-    """A pixel index modulo ``D`` as ``(word, bank)`` = ``((q div banks) mod (D/banks), q mod banks)``
-    registers, with constant steps computed combinationally."""
+    """A pixel index modulo ``D`` as registers ``(word, bank)``: ``word`` = ``((q div banks) mod
+    (D/banks))·scale`` (the address of the pixel's first word in its bank, ``scale`` = words per
+    pixel, so no multiplier sits on the address path) and ``bank`` = ``q mod banks``; constant
+    steps are computed combinationally (an add and a wrap)."""
 
-    def __init__(self, name: str, init: int, depth: int, banks: int):
-        self.depth, self.banks, self.words = depth, banks, depth // banks
+    def __init__(self, name: str, init: int, depth: int, banks: int, scale: int = 1):
+        self.depth, self.banks, self.scale = depth, banks, scale
+        self.words = depth // banks * scale  # the wrap of ``word``
         init %= depth
-        self.word = Signal(range(max(self.words, 2)), name=f"{name}_word", init=init // banks)
+        self.word = Signal(range(max(self.words, 2)), name=f"{name}_word", init=init // banks * scale)
         self.bank = Signal(range(max(banks, 2)), name=f"{name}_bank", init=init % banks)
 
     def plus(self, m: Module, step: int, name: str) -> tuple[Signal, Signal]:
@@ -59,7 +65,7 @@ class _Pointer:
         bank_sum = self.bank + db
         carry = Signal(name=f"{name}_carry")
         m.d.comb += carry.eq(bank_sum >= self.banks)
-        word_sum = self.word + dw + carry
+        word_sum = self.word + dw * self.scale + Mux(carry, self.scale, 0)
         word, bank = Signal.like(self.word, name=f"{name}_word"), Signal.like(self.bank, name=f"{name}_bank")
         m.d.comb += [
             bank.eq(Mux(carry, bank_sum - self.banks, bank_sum)),
@@ -69,6 +75,11 @@ class _Pointer:
 
     def load(self, value: tuple[Signal, Signal]) -> list:
         return [self.word.eq(value[0]), self.bank.eq(value[1])]
+
+
+def _table(name: str, values, shape) -> Array:
+    """A constant table (one entry per output row or column), looked up with a small multiplexer."""
+    return Array(Const(int(v), shape) for v in values)
 
 
 class SlidingWindowUnit(wiring.Component):
@@ -116,32 +127,38 @@ class SlidingWindowUnit(wiring.Component):
         left = Signal(signed(max(W, PW, SW * OW).bit_length() + 2), init=-PW)
         rimg = Signal()
         start = -PH * W - PW  # pixel index of the first window's (top, left), relative to its image
-        p_img = _Pointer("p_img", 0, D, B)
-        p_row = _Pointer("p_row", start, D, B)    # (top, left) of the output row's first window
-        p_win = _Pointer("p_win", start, D, B)    # (top, left) of this window
-        p_krow = _Pointer("p_krow", start, D, B)  # (top + ky, left)
-        p_beat = _Pointer("p_beat", start, D, B)  # (top + ky, left + kb·banks)
+        p_img = _Pointer("p_img", 0, D, B, CB)
+        p_row = _Pointer("p_row", start, D, B, CB)    # (top, left) of the output row's first window
+        p_win = _Pointer("p_win", start, D, B, CB)    # (top, left) of this window
+        p_krow = _Pointer("p_krow", start, D, B, CB)  # (top + ky, left)
+        p_beat = _Pointer("p_beat", start, D, B, CB)  # (top + ky, left + kb·banks)
 
         # ---- writer counters ----
         wq = Signal(range(HW + 1))   # pixels of the writer's image written
         wcb = Signal(range(max(CB, 2)))
         wimg = Signal()
-        w_ptr = _Pointer("w_ptr", 0, D, B)
+        w_ptr = _Pointer("w_ptr", 0, D, B, CB)
         ahead = Signal()
         m.d.comb += ahead.eq(wimg != rimg)
 
-        # ---- release point and the newest pixel this window needs (raster within its image) ----
+        # ---- release point and pixels needed of this window, registered (op.window_tables) ----
         pix = signed(max(HW, D).bit_length() + 3)
-        top_c = Mux(top < 0, 0, top)
-        left_c = Mux(left < 0, 0, left)
-        release = Signal(pix)
-        m.d.comb += release.eq(Mux(top + SH > 0, top_c * W + left_c, 0))
-        bottom = top + (KH - 1)
-        right = left + (KW - 1)
-        newest = Mux(bottom > H - 1, H - 1, bottom) * W + Mux(right > W - 1, W - 1, right)
-        last_window = (oy == OH - 1) & (ox == OW - 1)
-        need = Signal(pix)
-        m.d.comb += need.eq(Mux(last_window, HW, newest + 1))
+        t = op.window_tables()
+        release = Signal(pix, init=int(t["rel_row"][0] + (t["rel_col"][0] if t["rel_flag"][0] else 0)))
+        need = Signal(pix, init=HW if OH * OW == 1 else int(t["need_row"][0] + t["need_col"][0]))
+        # the next window's (oy, ox), and its entries, loaded when this window's last beat leaves
+        last_col, last_row = ox == OW - 1, oy == OH - 1
+        oy_next = Mux(last_col, Mux(last_row, 0, oy + 1), oy)
+        ox_next = Mux(last_col, 0, ox + 1)
+        rel_row, rel_flag = _table("rel_row", t["rel_row"], pix), _table("rel_flag", t["rel_flag"], 1)
+        rel_col = _table("rel_col", t["rel_col"], pix)
+        need_row, need_col = _table("need_row", t["need_row"], pix), _table("need_col", t["need_col"], pix)
+        release_next, need_next = Signal(pix), Signal(pix)
+        next_is_last = (oy_next == OH - 1) & (ox_next == OW - 1)
+        m.d.comb += [
+            release_next.eq(rel_row[oy_next] + Mux(rel_flag[oy_next], rel_col[ox_next], 0)),
+            need_next.eq(Mux(next_is_last, HW, need_row[oy_next] + need_col[ox_next])),
+        ]
         avail = Signal(pix)
         m.d.comb += avail.eq(Mux(ahead, HW, wq))
         window_ready = avail >= need
@@ -153,7 +170,7 @@ class SlidingWindowUnit(wiring.Component):
         m.d.comb += self.i.ready.eq(can_write)
         write = self.i.valid & self.i.ready
         for b, port in enumerate(wports):
-            m.d.comb += [port.addr.eq(w_ptr.word * CB + wcb), port.data.eq(self.i.payload),
+            m.d.comb += [port.addr.eq(w_ptr.word + wcb), port.data.eq(self.i.payload),
                          port.en.eq(write & (w_ptr.bank == b))]
         with m.If(write):
             with m.If(wcb == CB - 1):
@@ -176,14 +193,17 @@ class SlidingWindowUnit(wiring.Component):
 
         # bank b holds pixel p_beat + ((b - bank) mod banks): the next word when b < bank
         for b, port in enumerate(rports):
-            word = p_beat.word + (p_beat.bank > b) if B > 1 else p_beat.word
-            word_w = Signal(range(max(bank_pixels, 2)), name=f"read_word_{b}")
-            m.d.comb += word_w.eq(Mux(word >= bank_pixels, word - bank_pixels, word))
-            m.d.comb += [port.addr.eq(word_w * CB + cb), port.en.eq(issue)]
+            if B > 1:
+                word = p_beat.word + Mux(p_beat.bank > b, CB, 0)
+                word_w = Signal.like(p_beat.word, name=f"read_word_{b}")
+                m.d.comb += word_w.eq(Mux(word >= p_beat.words, word - p_beat.words, word))
+            else:
+                word_w = p_beat.word
+            m.d.comb += [port.addr.eq(word_w + cb), port.en.eq(issue)]
 
         # padding mask and lane rotation of the beat being read, registered beside the data
         row = top + ky
-        col0 = left + kb * B
+        col0 = Signal.like(left, init=-PW)  # left + kb·banks, stepped with kb
         pad = Signal(B)
         for j in range(B):
             col = col0 + j
@@ -207,20 +227,20 @@ class SlidingWindowUnit(wiring.Component):
             with m.Else():
                 m.d.sync += cb.eq(0)
                 with m.If(kb != KB - 1):
-                    m.d.sync += [kb.eq(kb + 1), *p_beat.load(p_beat.plus(m, B, "beat_next"))]
+                    m.d.sync += [kb.eq(kb + 1), col0.eq(col0 + B), *p_beat.load(p_beat.plus(m, B, "beat_next"))]
                 with m.Else():
-                    m.d.sync += kb.eq(0)
+                    m.d.sync += [kb.eq(0), col0.eq(left)]
                     with m.If(ky != KH - 1):
                         nxt = p_krow.plus(m, W, "krow_next")
                         m.d.sync += [ky.eq(ky + 1), *p_krow.load(nxt), *p_beat.load(nxt)]
                     with m.Else():
-                        m.d.sync += ky.eq(0)
+                        m.d.sync += [ky.eq(0), release.eq(release_next), need.eq(need_next)]
                         with m.If(ox != OW - 1):
                             nxt = p_win.plus(m, SW, "win_next")
-                            m.d.sync += [ox.eq(ox + 1), left.eq(left + SW), *p_win.load(nxt), *p_krow.load(nxt),
-                                         *p_beat.load(nxt)]
+                            m.d.sync += [ox.eq(ox + 1), left.eq(left + SW), col0.eq(left + SW), *p_win.load(nxt),
+                                         *p_krow.load(nxt), *p_beat.load(nxt)]
                         with m.Else():
-                            m.d.sync += [ox.eq(0), left.eq(-PW)]
+                            m.d.sync += [ox.eq(0), left.eq(-PW), col0.eq(-PW)]
                             with m.If(oy != OH - 1):
                                 nxt = p_row.plus(m, SH * W, "row_next")
                                 m.d.sync += [oy.eq(oy + 1), top.eq(top + SH), *p_row.load(nxt), *p_win.load(nxt),
@@ -228,7 +248,7 @@ class SlidingWindowUnit(wiring.Component):
                             with m.Else():
                                 img = p_img.plus(m, HW, "img_next")
                                 m.d.sync += [oy.eq(0), top.eq(-PH), rimg.eq(~rimg), *p_img.load(img)]
-                                first = _Pointer("first", 0, D, B)
+                                first = _Pointer("first", 0, D, B, CB)
                                 m.d.comb += first.load(img)
                                 nxt = first.plus(m, start, "first_window")
                                 m.d.sync += [*p_row.load(nxt), *p_win.load(nxt), *p_krow.load(nxt),

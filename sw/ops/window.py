@@ -167,22 +167,36 @@ class SlidingWindowOp(HardwareOp):
         return StreamShape(f.simd, layer.in_format.bits, self.vector_length // f.simd, oh * ow, layer.in_format)
 
     # ---- the line buffer (module docstring) ------------------------------------------------
-    def _windows(self):
-        """Per window, in the order windows leave (raster over ``(oy, ox)``): the raster index,
-        within the image, of the oldest pixel it or a later window needs (``release``) and of
-        the newest pixel it needs (``newest``); the last window needs the whole image, so the
-        unit never moves on to the next image before the writer has left this one."""
+    def window_tables(self) -> dict:
+        """The release point and the pixels needed of window ``(oy, ox)``, split by output row and
+        column (raster indices within the image, one definition for :meth:`_windows`, the cycle
+        model and the hardware, which looks them up instead of multiplying by ``W``):
+
+        ``release = rel_row[oy] + (rel_flag[oy] ? rel_col[ox] : 0)`` — the oldest pixel this or a
+        later window needs: ``(top, left)`` clipped to the image, or column 0 while the next
+        output row still starts on the same clipped row (``rel_flag`` false);
+        ``need = need_row[oy] + need_col[ox]`` — one past the newest pixel the window reads,
+        ``(bottom, right)`` clipped. All int64 arrays."""
         layer = self.layer
         (h, w, _), (oh, ow, _) = layer.in_shape, layer.out_shape
         (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
-        top = (np.arange(oh) * sh - ph)[:, None]
-        left = (np.arange(ow) * sw - pw)[None, :]
-        # a window whose next output row starts on the same (clipped) first row keeps column 0
-        release = np.where(top + sh > 0, np.maximum(top, 0) * w + np.maximum(left, 0), 0).ravel()
-        newest = (np.minimum(top + kh - 1, h - 1) * w + np.minimum(left + kw - 1, w - 1)).ravel()
-        need = newest + 1
+        top, left = np.arange(oh) * sh - ph, np.arange(ow) * sw - pw
+        flag = top + sh > 0
+        return {"rel_row": np.where(flag, np.maximum(top, 0) * w, 0).astype(np.int64), "rel_flag": flag,
+                "rel_col": np.maximum(left, 0).astype(np.int64),
+                "need_row": (np.minimum(top + kh - 1, h - 1) * w).astype(np.int64),
+                "need_col": (np.minimum(left + kw - 1, w - 1) + 1).astype(np.int64)}
+
+    def _windows(self):
+        """Per window, in the order windows leave (raster over ``(oy, ox)``): its release point and
+        the pixels it needs (:meth:`window_tables`); the last window needs the whole image, so the
+        unit never moves on to the next image before the writer has left this one."""
+        t = self.window_tables()
+        h, w, _ = self.layer.in_shape
+        release = (t["rel_row"][:, None] + t["rel_flag"][:, None] * t["rel_col"][None, :]).ravel()
+        need = (t["need_row"][:, None] + t["need_col"][None, :]).ravel()
         need[-1] = h * w
-        return release.astype(np.int64), need.astype(np.int64)
+        return release, need
 
     @property
     def span_pixels(self) -> int:
