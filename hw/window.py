@@ -127,7 +127,7 @@ class SlidingWindowUnit(wiring.Component):
         left = Signal(signed(max(W, PW, SW * OW).bit_length() + 2), init=-PW)
         rimg = Signal()
         start = -PH * W - PW  # pixel index of the first window's (top, left), relative to its image
-        p_img = _Pointer("p_img", 0, D, B, CB)
+        p_first = _Pointer("p_first", HW + start, D, B, CB)  # (top, left) of the next image's first window
         p_row = _Pointer("p_row", start, D, B, CB)    # (top, left) of the output row's first window
         p_win = _Pointer("p_win", start, D, B, CB)    # (top, left) of this window
         p_krow = _Pointer("p_krow", start, D, B, CB)  # (top + ky, left)
@@ -246,11 +246,9 @@ class SlidingWindowUnit(wiring.Component):
                                 m.d.sync += [oy.eq(oy + 1), top.eq(top + SH), *p_row.load(nxt), *p_win.load(nxt),
                                              *p_krow.load(nxt), *p_beat.load(nxt)]
                             with m.Else():
-                                img = p_img.plus(m, HW, "img_next")
-                                m.d.sync += [oy.eq(0), top.eq(-PH), rimg.eq(~rimg), *p_img.load(img)]
-                                first = _Pointer("first", 0, D, B, CB)
-                                m.d.comb += first.load(img)
-                                nxt = first.plus(m, start, "first_window")
-                                m.d.sync += [*p_row.load(nxt), *p_win.load(nxt), *p_krow.load(nxt),
-                                             *p_beat.load(nxt)]
+                                first = (p_first.word, p_first.bank)
+                                m.d.sync += [oy.eq(0), top.eq(-PH), rimg.eq(~rimg),
+                                             *p_first.load(p_first.plus(m, HW, "first_next")),
+                                             *p_row.load(first), *p_win.load(first), *p_krow.load(first),
+                                             *p_beat.load(first)]
         return m
