@@ -131,7 +131,7 @@ CONFIGS = {
 # digits CNN at 16/64/256 lanes: 9,216/1,536/384 cycles.
 CNN_CONFIGS = {
     "lenet": {
-        # 15 networks × 4 foldings on Fashion-MNIST's 10,000 test images (the golden model takes
+        # 14 networks × 4 foldings on Fashion-MNIST's 10,000 test images (the golden model takes
         # about 40 s per network; the foldings of one network share its accuracy), 1 synthesized
         # on ECP5-85k (the 25k holds no LeNet), 1 simulated; post-training only: a QAT epoch of
         # LeNet on 60,000 images takes minutes per point (--qat-epochs adds them).
@@ -142,7 +142,7 @@ CNN_CONFIGS = {
                              synth=0, sim=0, qat_epochs=0, match="float-10"),
     },
     "cnn_digits": {
-        # digits (359 test images): 15 networks and their 10-epoch QAT twins at <= 4 bits (seconds
+        # digits (359 test images): 14 networks and the QAT twins (10 epochs) of the 10 at <= 4 bits (seconds
         # each on 1,437 training images) × 3 foldings, 2 synthesized on ECP5-25k, 2 simulated.
         "default": SweepConfig(preset="cnn_digits", lanes=(16, 64, 256), calib=1000, synth=2, sim=2,
                                sim_images=300, qat_epochs=10),

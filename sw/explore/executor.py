@@ -169,8 +169,12 @@ def run_sweep(config: SweepConfig, out_dir, *, workers: int = 2, scheduler: str 
     out.mkdir(parents=True, exist_ok=True)
     # Train (or load) the float model here, once, before the workers start: several workers
     # finding no checkpoint at once would each train it.
+    ckpt = checkpoint_path(config.preset, dataset, config.seed, config.epochs, config.model_dir)
+    if log and not ckpt.is_file():
+        log(f"explore: no checkpoint {ckpt}: training {config.preset} on {dataset} for {config.epochs} epochs first "
+            f"(a LeNet on Fashion-MNIST takes minutes)")
     model, info = _float_model(config.preset, dataset, config.epochs, config.seed, config.model_dir)
-    sha = _file_sha(checkpoint_path(config.preset, dataset, config.seed, config.epochs, config.model_dir))
+    sha = _file_sha(ckpt)
     float_acc = float(info["test_accuracy"])
     threshold = parse_match(config.match, float_acc)
     tasks = [dict(t, _net_cache=str((cache / "nets").resolve()))

@@ -65,8 +65,9 @@ def markdown_report(result: SweepResult, doc: dict, paths: dict) -> str:
          f" {len(result.failures)} failed; {result.seconds:.0f} s.", "",
          "Sources: **accuracy** is the golden model on the test set (the hardware equals it bit for bit); "
          "**cycles** per image are the analytical folding model (the initiation interval: max over the ops of "
-         "their cycles: NF·SF for a dense layer, OH·OW·NF·SF for a convolution, the schedule of its sliding window, H·W·C/PE for a "
-         "max-pool; **bottleneck** names the op that sets it), spot-checked in Verilator below; **LUT** is `yosys` where the point was synthesized, else the analytical cost `model` "
+         "their cycles, NF·SF for a dense layer, OH·OW·NF·SF for a convolution, the schedule of its sliding "
+         "window, H·W·C/PE for a max-pool; **bottleneck** names the ops that set it), spot-checked in Verilator "
+         "below; **LUT** is `yosys` where the point was synthesized, else the analytical cost `model` "
          f"(coefficients of family {COST_FAMILY[c.family]} for target {c.target}); **fmax** is `nextpnr` "
          f"where placed and routed, else `nominal` ({result.fmax['note']}); images/s = fmax / cycles.", ""]
     L += ["## Hardware efficiency across precisions at matched accuracy (Su et al.)", "",
