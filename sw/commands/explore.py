@@ -27,13 +27,14 @@ The CNN presets have configurations of their own (a CNN's layers differ in work 
 lane budgets an MLP needs mean nothing there; each CNN gets budgets spanning its useful range):
 --preset cnn_digits (8x8 digits only): default: the 4 methods at 1/2/4/8 bits, with 10 epochs of QAT
 at <= 4 bits, lane budgets 16/64/256 (about 9,216/1,536/384 cycles per image), 2 points synthesized on
-ecp5-25k, 2 simulated; small: pow2/ternary at 2/4 bits, lanes 16/64, cost model only (seconds).
+ecp5-25k, 2 simulated (72 points, about 7 minutes on 2 cores); small: pow2/ternary at 2/4 bits,
+lanes 16/64, cost model only (seconds).
 --preset lenet (28x28 images: Fashion-MNIST or MNIST): default: the 4 methods at 1/2/4/8 bits
 post-training only (QAT takes minutes per LeNet point; --qat-epochs adds it), lane budgets
 256/512/1024/2048 (about 20,480/10,240/5,120/2,989 cycles per image; past about 1,700 lanes the
 first layer's sliding window bounds LeNet at 2,989), accuracy on all 10,000 test images (about 40 s
 per network), 1 point synthesized on ecp5-85k, 1 simulated; small: pow2 at 2/4 bits, lanes
-512/2048, cost model only (minutes).
+512/2048, cost model only (about a minute).
 A CNN preset and a --dataset of another image size are refused.
 Options given explicitly override the configuration's values.
 """
