@@ -170,6 +170,12 @@ class HardwareOp(abc.ABC):
         """MAC lanes of ``fold`` (default: this op's fold)."""
         return (fold if fold is not None else self._need_fold("lanes")).lanes
 
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per image, whatever the fold (none by default: an op that only
+        moves or compares values); Σ MACs / (II · lanes) is a fold's lane utilisation."""
+        return 0
+
     def mac_format_pairs(self) -> tuple:
         """The ``(weight, activation)`` formats of the op's MAC arrays (none by default); the
         simulation model's lane check covers the general multipliers among them."""

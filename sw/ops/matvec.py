@@ -122,6 +122,12 @@ class MatrixVectorOp(HardwareOp):
         """NF·SF cycles per vector (the MAC array takes one beat per cycle), for each vector."""
         return self.vectors * (fold if fold is not None else self._need_fold("cycles")).cycles
 
+    @property
+    def macs(self) -> int:
+        """``vectors · rows · cols`` per image (each lane does one MAC a cycle, so at full rate
+        ``cycles · lanes`` of any fold equals it)."""
+        return self.vectors * self.layer.out_features * self.layer.in_features
+
     def fold_options(self) -> list[LayerFold]:
         rows, cols = self.layer.out_features, self.layer.in_features
         return [LayerFold(pe, simd, rows, cols) for pe in divisors(rows) for simd in divisors(cols)]
