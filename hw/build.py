@@ -33,7 +33,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from lowbit.sw.fold import FoldPlan
+from lowbit.sw.fold import FoldPlan, mac_efficiency
 from lowbit.sw.ir import Network
 from lowbit.sw.memimage import ImageSet, holds_manifest
 from lowbit.sw.ops import initiation_interval, lower, mac_lanes
@@ -137,6 +137,8 @@ def build_network(net: Network, plan: FoldPlan, out_dir: str | os.PathLike, *,
         "folding": [op.manifest_entry() for op in ops],
         "expected_cycles_per_image": initiation_interval(ops),
         "mac_lanes": mac_lanes(ops),
+        # Σ MACs / (II · lanes): the lane-cycles that do a MAC (1 for a perfectly balanced fold)
+        "mac_efficiency": round(mac_efficiency(ops), 6),
     }
     # the standalone testbench reads the port map and input stream above (and runs the golden model)
     testbench = standalone_testbench(net, extra, images=testbench_images)

@@ -17,11 +17,14 @@ manifest.json (memories with sha256, I/O protocol, port map, folding, expected c
 
 Folding: --fold "16x16,16x16,16x16,10x16" (PExSIMD per layer, or one for all) or automatic
 with --max-lanes N (fastest folding within N MAC lanes) or --target-cycles N (fewest lanes
-reaching N cycles per image). PE must divide the layer's outputs and SIMD its inputs.
+reaching N cycles per image); --objective balanced instead takes the folding with the most
+images/s per MAC lane (the fewest idle lane-cycles) within the budget or target.
+PE must divide the layer's outputs and SIMD its inputs.
 A convolution folds as its matrix (PE | out channels, SIMD | KH*KW*C, and SIMD divides C or
 is a multiple of C dividing KW*C); a max-pool's entry is its PE alone (channels per beat,
 a divisor of C): e.g. --fold "32x5,4,8x32,2,8x64,10x8" for lenet. Each unit's cycles per
-image are printed and written to the manifest; the image rate is the slowest unit's.
+image are printed and written to the manifest; the image rate is the slowest unit's, and the
+MAC efficiency sum(MACs) / (II * lanes) says how much of the lanes' time does a MAC.
 """
 
 
@@ -33,6 +36,12 @@ def add_arguments(p):
     p.add_argument("--fold", default=None, help="PExSIMD per layer, comma separated (default: auto)")
     p.add_argument("--max-lanes", type=positive_int, default=None, help="auto fold: total MAC lane budget")
     p.add_argument("--target-cycles", type=positive_int, default=None, help="auto fold: cycles per image")
+    p.add_argument("--objective", default="fastest", choices=["fastest", "balanced"],
+                   help="auto fold: 'fastest' (default) takes the smallest initiation interval II within "
+                        "--max-lanes (with --target-cycles: the fewest lanes reaching it); 'balanced' the "
+                        "most images/s per MAC lane, i.e. the smallest II*lanes (the highest MAC efficiency "
+                        "sum(MACs)/(II*lanes)), among equals the fastest (with --target-cycles: the fewest "
+                        "lanes); it may use far fewer lanes than the budget")
     p.add_argument("--formats", default="hex,mem,coe,mif,bin", help="memory image formats to write")
     p.add_argument("--memories", default="embedded", choices=["embedded", "readmemh"],
                    help="embedded: the Verilog holds every memory's initial words; readmemh: weight and "
@@ -66,17 +75,20 @@ def load_net(args):
     return random_network(sizes, args.weight, args.act, seed=args.seed)
 
 
-def choose_plan(net, fold: str | None, max_lanes: int | None, target_cycles: int | None):
+def choose_plan(net, fold: str | None, max_lanes: int | None, target_cycles: int | None,
+                objective: str = "fastest"):
     from lowbit.sw.cli import UserError
     from lowbit.sw.fold import auto_fold, parse_fold, plan_folding
 
     if fold and (max_lanes or target_cycles):
         raise UserError("give --fold or an automatic target (--max-lanes / --target-cycles), not both")
     if fold:
+        if objective != "fastest":
+            raise UserError(f"give --fold or --objective {objective} (an automatic fold's objective), not both")
         return plan_folding(net, parse_fold(fold, len(net.layers)))
     if max_lanes is None and target_cycles is None:
         max_lanes = 256
-    return auto_fold(net, max_lanes=max_lanes, target_cycles=target_cycles)
+    return auto_fold(net, max_lanes=max_lanes, target_cycles=target_cycles, objective=objective)
 
 
 def run(args) -> int:
@@ -88,7 +100,7 @@ def run(args) -> int:
 
     out = output_dir(args.output)
     net = load_net(args)
-    plan = choose_plan(net, args.fold, args.max_lanes, args.target_cycles)
+    plan = choose_plan(net, args.fold, args.max_lanes, args.target_cycles, args.objective)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     t0 = time.perf_counter()
     manifest = build_network(net, plan, out, formats=formats, memories=args.memories,
@@ -97,7 +109,8 @@ def run(args) -> int:
     print(f"folding {plan} ({plan.mac_lanes} MAC lanes)")
     for op in manifest["folding"]:
         print(f"  layer {op['index']} {op['name']} ({op['op']}): {op['summary']}")
-    print(f"expected: {manifest['expected_cycles_per_image']} cycles per image (initiation interval)")
+    print(f"expected: {manifest['expected_cycles_per_image']} cycles per image (initiation interval), "
+          f"MAC efficiency {manifest['mac_efficiency']:.3f} (sum of MACs / (II x {manifest['mac_lanes']} lanes))")
     sim = manifest["simulation_model"]
     if sim:
         checked = ", ".join(f"{c['weight']} x {c['act']} ({c['code_pairs']} code pairs)" for c in sim["lane_multiplier_check"])
