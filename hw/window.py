@@ -77,7 +77,7 @@ class _Pointer:
         return [self.word.eq(value[0]), self.bank.eq(value[1])]
 
 
-def _table(name: str, values, shape) -> Array:
+def _table(values, shape) -> Array:
     """A constant table (one entry per output row or column), looked up with a small multiplexer."""
     return Array(Const(int(v), shape) for v in values)
 
@@ -150,9 +150,8 @@ class SlidingWindowUnit(wiring.Component):
         last_col, last_row = ox == OW - 1, oy == OH - 1
         oy_next = Mux(last_col, Mux(last_row, 0, oy + 1), oy)
         ox_next = Mux(last_col, 0, ox + 1)
-        rel_row, rel_flag = _table("rel_row", t["rel_row"], pix), _table("rel_flag", t["rel_flag"], 1)
-        rel_col = _table("rel_col", t["rel_col"], pix)
-        need_row, need_col = _table("need_row", t["need_row"], pix), _table("need_col", t["need_col"], pix)
+        rel_row, rel_flag, rel_col = _table(t["rel_row"], pix), _table(t["rel_flag"], 1), _table(t["rel_col"], pix)
+        need_row, need_col = _table(t["need_row"], pix), _table(t["need_col"], pix)
         release_next, need_next = Signal(pix), Signal(pix)
         next_is_last = (oy_next == OH - 1) & (ox_next == OW - 1)
         m.d.comb += [
