@@ -1,6 +1,6 @@
 """The convolutional-hardware targets on LeNet (WAGE's 32C5-MP2-64C5-MP2-512FC-10) trained on
 Fashion-MNIST: slow tier (``pytest -m slow tests/test_cnn_lenet_slow.py``; trains the float32
-LeNet into build/models the first time, about 11 minutes, then about 4 minutes a network).
+LeNet into build/models the first time, about 11 minutes, then about 6 minutes a network).
 
 Every network is folded for about 4,096 cycles per image and compared, class and every
 logit, with the golden model on real test images with random valid gaps and stalls on the
@@ -8,7 +8,6 @@ first 50; the measured steady state must stay within 1.05x of the slowest op's c
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -67,8 +66,10 @@ def test_lenet_bit_exact_on_1000_fashion_mnist_images(lenet, tmp_path, method, w
 
 
 @pytest.mark.hdl
-def test_lenet_synthesized_netlist_and_icarus(lenet, tmp_path):
-    """The FPGA's Verilog itself on 200 images (Verilator), and Icarus on 5 (it runs about 1,000 cycles/s)."""
+def test_lenet_synthesized_netlist(lenet, tmp_path):
+    """The FPGA's Verilog itself on 200 images (Verilator). Not Icarus: it simulates this 1,314-lane
+    LeNet at about 4 cycles/s (measured: 4,910 cycles in 1,191 s), so 5 images would take hours;
+    the digits CNN runs on Icarus in the default tier (tests/test_cnn_hw.py)."""
     from lowbit.sim.netrun import simulate_build
 
     manifest, net, _ = _build(lenet, tmp_path, "pow2", 4, 4, {})
@@ -76,7 +77,3 @@ def test_lenet_synthesized_netlist_and_icarus(lenet, tmp_path):
     rep = simulate_build(tmp_path / "build", manifest, net, ds.x_test[:200], ds.y_test[:200], stress=50,
                          model="synthesis", sim_dir=tmp_path / "sim_synthesis")
     _check(rep, manifest, 200)
-    rep = simulate_build(tmp_path / "build", manifest, net, ds.x_test[:5], ds.y_test[:5], stress=2,
-                         simulator="icarus", model="simulation", sim_dir=tmp_path / "sim_icarus")
-    assert rep.run.passed and rep.images == 5 and rep.mismatches == 0
-    assert np.isfinite(rep.latency_cycles)
