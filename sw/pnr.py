@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .util import ToolRunError
+
 __all__ = ["nextpnr", "parse_fmax", "DEFAULT_FREQ_MHZ"]
 
 DEFAULT_FREQ_MHZ = {"ice40": 50.0, "ecp5": 150.0}
@@ -72,12 +74,16 @@ def nextpnr(netlist: str | Path, target, *, freq_mhz: float | None = None, seed:
         cmd = [_binary(target.family), *target.nextpnr, "--json", "netlist.json", "--freq", f"{freq:g}",
                unconstrained, "--timing-allow-fail", "--seed", str(seed), "--report", "report.json"]
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=timeout_s)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ToolRunError(f"nextpnr-{target.family} ({target.name}) did not finish within {timeout_s:g} s "
+                               f"(place and route of a large design; synthesize without it: --no-pnr)") from None
         seconds = time.monotonic() - t0
         log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         tail = "\n".join(log.splitlines()[-15:])
-        raise RuntimeError(f"nextpnr-{target.family} ({target.name}) failed:\n{tail}")
+        raise ToolRunError(f"nextpnr-{target.family} ({target.name}) failed:\n{tail}")
     clocks = parse_fmax(log)
     util = {}
     for name, used, total in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log):

@@ -65,3 +65,20 @@ def test_every_open_target_places_a_tiny_block(tmp_path, name):
     log = (tmp_path / "work" / "nextpnr.log").read_text()
     assert min(f for f, _, _ in parse_fmax(log).values()) == r["fmax_mhz"] > 0
     assert r["pnr"]["freq_mhz"] == 20
+
+
+def test_a_place_and_route_that_runs_out_of_time_says_so(tmp_path, monkeypatch):
+    """A timeout is a failed tool run named with its limit and what to do, not a traceback."""
+    import subprocess
+
+    from lowbit.sw.util import ToolRunError
+
+    def too_slow(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    netlist = tmp_path / "netlist.json"
+    netlist.write_text("{}")
+    monkeypatch.setattr(subprocess, "run", too_slow)
+    with pytest.raises(ToolRunError, match=r"nextpnr-ecp5 \(ecp5-85k\) did not finish within 5 s \(place and route "
+                                           r"of a large design; synthesize without it: --no-pnr\)"):
+        nextpnr(netlist, TARGETS["ecp5-85k"], timeout_s=5)
