@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lowbit.hw.tbgen import DUT_INSTANCE
+
 __all__ = ["HARNESS_TOP", "write_harness"]
 
 HARNESS_TOP = "lowbit_harness"
@@ -71,14 +73,7 @@ module {harness} (input clk, output reg done, output reg [31:0] first_timed_in,
   wire gap = (next_idx < stress_beats) && ({{24'd0, lfsr_a[7:0]}} < gap_thr);
   wire o_ready = !((out_idx < stress_images) && ({{24'd0, lfsr_b[7:0]}} < stall_thr));
 
-  {top} dut (
-    .clk(clk), .rst(rst),
-    .i__valid(i_valid), .i__ready(i_ready), .i__payload(i_payload),
-    .o__valid(o_valid), .o__ready(o_ready), .o__payload(o_payload),
-    .stat_cycles(stat_cycles), .stat_images(stat_images),
-    .stat_in_stalls(stat_in_stalls), .stat_out_stalls(stat_out_stalls)
-  );
-
+{dut}
   always @(posedge clk) begin
     if (rst) begin
       i_valid <= 1'b0; in_idx <= 32'd0; out_idx <= 32'd0;
@@ -115,7 +110,8 @@ def write_harness(path: Path, manifest: dict, max_images: int) -> Path:
     """Write the harness for the build described by ``manifest``, sized for ``max_images``."""
     ports = manifest["ports"]
     beats = manifest["input_stream"]["beats_per_image"]
-    text = _TEMPLATE.format(top=manifest["top"], harness=HARNESS_TOP, in_w=ports["i__payload"]["width"],
+    text = _TEMPLATE.format(top=manifest["top"], dut=DUT_INSTANCE.format(top=manifest["top"]),
+                            harness=HARNESS_TOP, in_w=ports["i__payload"]["width"],
                             out_w=ports["o__payload"]["width"], max_beats=max(1, max_images * beats),
                             max_images=max(1, max_images), beats_per_image=beats)
     path = Path(path)
