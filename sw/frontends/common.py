@@ -17,14 +17,15 @@ images and ``pixel / 256`` (:data:`lowbit.sw.train.INPUT_SCALE`). An importer th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .graph import Conv2d, Dropout, Flatten, FloatGraph, GraphError, Linear
 
-__all__ = ["ModelImportError", "Preprocessing", "nchw_columns", "fold_preprocessing", "source_input",
+__all__ = ["ModelImportError", "Preprocessing", "Imported", "finish_import", "nchw_columns", "fold_preprocessing", "source_input",
            "check_against", "CHECK_TOLERANCE", "DEFAULT_CHECK_IMAGES"]
 
 #: a float import must agree with its source within this fraction of the largest |logit|
@@ -195,3 +196,31 @@ def check_against(graph: FloatGraph, reference, pixels, source_shape, pre: Prepr
                                f"{worst:.3g} = {rel:.2e} · max|logit| ({peak:.3g}), more than the {tolerance:g} "
                                "allowed; nothing was written")
     return rel
+
+
+@dataclass
+class Imported:
+    """A source model converted layer by layer, before its preprocessing is folded.
+
+    ``graph`` takes NHWC images (or flat features) in the *source's* float scale; ``source_shape``
+    is one source input without the batch axis (``(C, H, W)`` or ``(F,)``); ``reference`` the
+    framework's own execution, float32 ``[n, *source_shape]`` → logits (torch forward,
+    onnxruntime); ``source`` names it in messages ("torch.export program net.pt2"); ``ops`` lists
+    the source ops/modules met, in order (printed by the importer)."""
+
+    graph: FloatGraph
+    source_shape: tuple[int, ...]
+    reference: Callable[[np.ndarray], np.ndarray]
+    source: str
+    ops: list[str] = field(default_factory=list)
+
+
+def finish_import(imported: Imported, pixels, pre: Preprocessing = Preprocessing(), *,
+                  tolerance: float = CHECK_TOLERANCE) -> tuple[FloatGraph, float]:
+    """Fold ``pre`` into the imported graph and check it against the source on ``pixels`` (uint8 rows,
+    NHWC order): ``(graph taking lowbit's pixel/256, max|Δ|/max|logit|)``; ModelImportError if it
+    disagrees (the check runs on a copy of the source's parameters: the source is never modified)."""
+    graph = fold_preprocessing(imported.graph, pre)
+    rel = check_against(graph, imported.reference, pixels, imported.source_shape, pre, what=imported.source,
+                        tolerance=tolerance)
+    return graph, rel
