@@ -13,11 +13,19 @@ stream see one pixel type whatever the source:
 ``digits``         scikit-learn's 8×8 digits (offline, 1,797 images). Its pixel values
                    0..16 are scaled to 0..255 (``round(v * 255 / 16)``) so they are uint8
                    like the others; a fixed, seeded 80/20 split gives train and test.
+``FILE.npz``       the user's own data (``--data FILE.npz``; :func:`load_npz`): arrays
+                   ``x_train``, ``y_train``, ``x_test``, ``y_test``; images uint8 0..255 of shape
+                   ``[n, H, W]``, ``[n, H, W, C]`` (NHWC) or flat ``[n, features]``; labels integers
+                   0..K−1 (K ≥ 2 classes, every test label among them). Nothing is converted:
+                   float images or other dtypes are refused with what to do. Its name is the
+                   file's stem and the first 8 hex digits of the arrays' SHA-256 (so checkpoints
+                   and caches never mix two files of the same name).
 
 Public API
 ----------
 ``read_idx(path)``                   an IDX array (``.gz`` or raw), validated
-``load_dataset(name, data_dir=None)`` a :class:`Dataset`
+``load_dataset(name, data_dir=None)`` a :class:`Dataset` (``name`` may be a ``.npz`` path)
+``load_npz(path)``                   the user's data from a ``.npz`` file, validated
 ``default_dataset(data_dir=None)``    ``("fashion-mnist", None)`` when present, otherwise
                                      ``("digits", "<plain message saying why>")``
 """
@@ -31,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DatasetError", "Dataset", "read_idx", "load_dataset", "find_idx_dir", "default_dataset",
+__all__ = ["DatasetError", "Dataset", "read_idx", "load_dataset", "load_npz", "find_idx_dir", "default_dataset",
            "DATASETS", "DEBIAN_FASHION_DIR"]
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -189,10 +197,72 @@ def _load_digits() -> Dataset:
     return Dataset("digits", x[tr], y[tr], x[te], y[te], (8, 8), 10, "scikit-learn")
 
 
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npz(path: str | os.PathLike, *, param: str = "--data") -> Dataset:
+    """The user's data set from a ``.npz`` file (see the module docstring); :class:`DatasetError`
+    naming ``param``, the file and what is wrong for anything else."""
+    import hashlib
+    import zipfile
+
+    path = Path(path)
+    where = f"{param} {str(path)!r}"
+    if not path.is_file():
+        raise DatasetError(f"{where}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_ARRAYS if k not in f.files]
+            if missing:
+                raise DatasetError(f"{where} must hold the arrays {', '.join(NPZ_ARRAYS)}; missing "
+                                   f"{', '.join(missing)} (it holds {', '.join(f.files) or 'nothing'})")
+            arrays = {k: f[k] for k in NPZ_ARRAYS}
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"{where} is not a readable .npz file ({type(e).__name__}: {e}); write it with "
+                           "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)") from None
+    shape = None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8:
+            raise DatasetError(f"{where}: x_{split} must hold uint8 pixels 0..255, not {x.dtype} (convert it, e.g. "
+                               "np.clip(np.round(x * 255), 0, 255).astype(np.uint8) for images in [0, 1])")
+        if x.ndim not in (2, 3, 4) or len(x) == 0 or 0 in x.shape:
+            raise DatasetError(f"{where}: x_{split} must have shape [n, H, W], [n, H, W, C] or [n, features] with "
+                               f"n > 0, not {list(x.shape)}")
+        if shape is not None and x.shape[1:] != shape:
+            raise DatasetError(f"{where}: x_test images have shape {list(x.shape[1:])} but x_train images "
+                               f"{list(shape)}")
+        shape = x.shape[1:]
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise DatasetError(f"{where}: y_{split} must be a 1-D array of integer labels, not {y.ndim}-D {y.dtype}")
+        if len(y) != len(x):
+            raise DatasetError(f"{where}: x_{split} has {len(x)} images but y_{split} {len(y)} labels")
+        if y.min() < 0:
+            raise DatasetError(f"{where}: y_{split} labels must be 0..K-1, found {int(y.min())}")
+    classes = int(arrays["y_train"].max()) + 1
+    if classes < 2:
+        raise DatasetError(f"{where}: y_train must hold at least 2 classes (labels 0..K-1), found only label 0")
+    if int(arrays["y_test"].max()) >= classes:
+        raise DatasetError(f"{where}: y_test has label {int(arrays['y_test'].max())} but y_train only 0..{classes - 1}")
+    digest = hashlib.sha256()
+    for k in NPZ_ARRAYS:
+        digest.update(f"{k}{arrays[k].shape}{arrays[k].dtype}".encode())
+        digest.update(np.ascontiguousarray(arrays[k]).tobytes())
+    flat = {k: (arrays[k].reshape(len(arrays[k]), -1) if k.startswith("x") else arrays[k].astype(np.int64))
+            for k in NPZ_ARRAYS}
+    image_shape = tuple(int(d) for d in (shape if len(shape) != 3 or shape[2] != 1 else shape[:2]))
+    return Dataset(f"{path.stem}-{digest.hexdigest()[:8]}", flat["x_train"], flat["y_train"], flat["x_test"],
+                   flat["y_test"], image_shape, classes, str(path))
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a registered dataset by name (see the module docstring)."""
+    """Load a registered dataset by name, or the user's ``.npz`` file (see the module docstring)."""
+    if isinstance(name, (str, os.PathLike)) and str(name).endswith(".npz"):
+        return load_npz(name)
     if name not in DATASETS:
-        raise DatasetError(f"dataset must be one of {', '.join(DATASETS)}, not {name!r}")
+        raise DatasetError(f"dataset must be one of {', '.join(DATASETS)} or a .npz file, not {name!r}")
     if name == "digits":
         return _load_digits()
     return _load_idx_dataset(name, data_dir)

@@ -236,8 +236,14 @@ def model_name(preset: str, batchnorm: bool | None = None) -> str:
 
 
 def dataset_input_shape(ds: Dataset, preset: str) -> tuple[int, ...]:
-    """What a preset graph takes from ``ds``: its flat pixel rows (MLPs) or its images ``(H, W, 1)`` (CNNs)."""
-    return (ds.features,) if preset in PRESETS else (*ds.image_shape, 1)
+    """What a preset graph takes from ``ds``: its flat pixel rows (MLPs) or its images ``(H, W, C)`` (CNNs;
+    a data set of flat feature rows has no image shape and is refused for them)."""
+    if preset in PRESETS:
+        return (ds.features,)
+    if len(ds.image_shape) == 1:
+        raise ValueError(f"preset {preset!r} is a CNN and takes images, but data set {ds.name} holds flat rows of "
+                         f"{ds.features} features; give images of shape [n, H, W] or [n, H, W, C]")
+    return tuple(ds.image_shape) if len(ds.image_shape) == 3 else (*ds.image_shape, 1)
 
 
 @torch.no_grad()

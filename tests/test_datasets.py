@@ -106,7 +106,7 @@ def test_not_found_and_unknown(tmp_path, monkeypatch):
     monkeypatch.delenv("LOWBIT_DATA", raising=False)
     with pytest.raises(DatasetError, match="dataset 'mnist' not found.*nothing is downloaded"):
         load_dataset("mnist", tmp_path)
-    with pytest.raises(DatasetError, match="dataset must be one of fashion-mnist, mnist, digits, not 'cifar'"):
+    with pytest.raises(DatasetError, match="dataset must be one of fashion-mnist, mnist, digits or a .npz file, not 'cifar'"):
         load_dataset("cifar")
 
 

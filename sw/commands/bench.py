@@ -60,6 +60,9 @@ def add_arguments(p):
     p.add_argument("--nets", default=",".join(str(i) for i in range(len(NETS))),
                    type=_net_indices,
                    help="which networks (indices into: " + "; ".join(f"{i}={n[0]}" for i, n in enumerate(NETS)) + ")")
+    from .train import add_data_argument
+
+    add_data_argument(p)
     p.add_argument("--clock-mhz", type=float, default=100.0)
     p.add_argument("--model", default="simulation", choices=["simulation", "synthesis"],
                    help="netlist simulated (see lowbit sim --help)")
@@ -85,16 +88,18 @@ def run(args) -> int:
 
     out = output_dir(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    name, why = default_dataset()
+    name, why = (args.data, None) if args.data else default_dataset()
     if why:
         print(f"note: {why}")
     ds = load_dataset(name)
+    name = ds.name
     presets = sorted({NETS[i][1] for i in args.nets}, key=["sfc", "lenet"].index)
     models = {}
     for preset in presets:
         if preset == "lenet" and ds.image_shape != (28, 28):
             raise ValueError(f"--nets picks LeNet, which takes 28x28 images, but the data set here is {name} "
-                             f"{ds.image_shape} ({why}); install Fashion-MNIST or pick SFC networks only")
+                             f"{ds.image_shape}{f' ({why})' if why else ''}; install Fashion-MNIST, give --data "
+                             "with 28x28 images, or pick SFC networks only")
         models[preset] = load_or_train(preset, ds, epochs=10, seed=0)
     results = {"dataset": name, "float32_accuracy": {p: info["test_accuracy"] for p, (_, info) in models.items()},
                "networks": []}

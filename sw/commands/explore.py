@@ -62,6 +62,8 @@ def add_arguments(p) -> None:
                    help="MLP (tfc, sfc, lfc) or CNN preset (lenet, cnn_digits: configurations of their own)")
     p.add_argument("--dataset", default=None,
                    help="fashion-mnist, mnist, digits or auto (a CNN preset: the image size it is made for)")
+    p.add_argument("--data", default=None, metavar="FILE.npz",
+                   help="your own data instead of --dataset (see lowbit train --help)")
     p.add_argument("--methods", default=None, help="comma-separated post-training methods")
     p.add_argument("--bits", default=None, help="comma-separated bit widths")
     p.add_argument("--lanes", default=None, help="comma-separated MAC-lane budgets (folding)")
@@ -97,6 +99,10 @@ def config_from_args(args):
         v = getattr(args, name)
         if v is not None:
             over[name] = v
+    if args.data is not None:
+        from .train import dataset_name
+
+        over["dataset"] = dataset_name(args, default=None)
     if args.methods is not None:
         over["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.bits is not None:

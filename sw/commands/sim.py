@@ -22,6 +22,7 @@ faster in Verilator. --model synthesis runs lowbit_net.v, the Verilog that goes 
 
 def add_arguments(p):
     from .common import add_output_argument, positive_int
+    from .train import add_data_argument
 
     p.add_argument("dir", help="a folder written by 'lowbit build'")
     add_output_argument(p, None, "simulation folder: testbench, Verilator build, logs, waveforms "
@@ -29,6 +30,7 @@ def add_arguments(p):
     p.add_argument("--dataset", default=None, help="fashion-mnist, mnist or digits (default: fashion-mnist if "
                                                    "installed, else digits)")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (else $LOWBIT_DATA, then Debian's)")
+    add_data_argument(p)
     p.add_argument("--images", type=positive_int, default=1000, help="test images to simulate")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"])
     p.add_argument("--model", default="simulation", choices=["simulation", "synthesis"],
@@ -71,7 +73,9 @@ def run(args) -> int:
     build = output_dir(args.dir, param="DIR") if args.output is None else Path(args.dir).resolve()
     sim_dir = None if args.output is None else output_dir(args.output)
     manifest, net = load_build(build)
-    name = args.dataset
+    from .train import dataset_name
+
+    name = dataset_name(args, default=None)
     if name is None:
         name, why = default_dataset(args.data_dir)
         if why:
@@ -79,9 +83,9 @@ def run(args) -> int:
     ds = load_dataset(name, args.data_dir)
     px, labels = ds.x_test[:args.images], ds.y_test[:args.images]
     if px.shape[1] != net.in_features:
-        raise ValueError(f"--dataset {name} has {px.shape[1]} pixels per image but the network takes "
+        raise ValueError(f"{'--data' if args.data else '--dataset'} {name} has {px.shape[1]} pixels per image but the network takes "
                          f"{net.in_features} inputs")
-    print(f"simulating {len(px)} {name} test images on {args.simulator} ({args.model} model) ...")
+    print(f"simulating {len(px)} {ds.name} test images on {args.simulator} ({args.model} model) ...")
     try:
         rep = simulate_build(build, manifest, net, px, labels, simulator=args.simulator, waves=args.waves,
                              stress=args.stress, model=args.model, sim_dir=sim_dir)

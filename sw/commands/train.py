@@ -14,13 +14,33 @@ def add_dataset_arguments(parser) -> None:
     parser.add_argument("--dataset", default="auto",
                         help="fashion-mnist, mnist, digits, or auto (fashion-mnist when found, else digits)")
     parser.add_argument("--data-dir", default=None, help="folder with IDX files (also $LOWBIT_DATA)")
+    add_data_argument(parser)
+
+
+def add_data_argument(parser) -> None:
+    parser.add_argument("--data", default=None, metavar="FILE.npz",
+                        help="your own data instead of --dataset: a .npz with arrays x_train, y_train, x_test, y_test "
+                             "(uint8 images [n, H, W], [n, H, W, C] or flat [n, features]; integer labels 0..K-1)")
+
+
+def dataset_name(args, default="auto") -> str:
+    """The dataset the arguments choose: ``--data FILE.npz`` or ``--dataset`` (never both)."""
+    data, name = getattr(args, "data", None), getattr(args, "dataset", None)
+    if data is not None:
+        if name not in (None, default):
+            raise ValueError(f"--data and --dataset choose the data twice: give one of them, not --data {data!r} "
+                             f"and --dataset {name!r}")
+        if not str(data).endswith(".npz"):
+            raise ValueError(f"--data must be a .npz file (arrays x_train, y_train, x_test, y_test), not {data!r}")
+        return str(data)
+    return default if name is None else name
 
 
 def resolve_dataset(args, log=print):
-    """Load the dataset named by ``--dataset``; ``auto`` says plainly when it falls back."""
+    """Load the dataset named by ``--data`` or ``--dataset``; ``auto`` says plainly when it falls back."""
     from lowbit.sw.datasets import default_dataset, load_dataset
 
-    name = args.dataset
+    name = dataset_name(args)
     if name == "auto":
         name, why = default_dataset(args.data_dir)
         if why and log:
