@@ -65,6 +65,16 @@ QCDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLine
                       "QLinearSoftmax", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 
 
+#: what to do instead, for ops users often meet
+_HINTS = {
+    "Softmax": "drop the final softmax: lowbit's last layer emits the logits (the class is their argmax)",
+    "LogSoftmax": "drop the final log-softmax: lowbit's last layer emits the logits (the class is their argmax)",
+    "Shape": "a Reshape with a computed shape (torch's x.view(x.size(0), -1) exported with a dynamic batch): "
+             "export with torch.flatten(x, 1) instead",
+    "Transpose": "lowbit takes the model's own NCHW (or [N, F]) layout without transposes",
+}
+
+
 def _supported() -> str:
     return "supported: " + ", ".join(SUPPORTED_OPS)
 
@@ -103,8 +113,8 @@ def _refuse_quantized(model: onnx.ModelProto, what: str) -> None:
         if node.op_type in QONNX_OPS and (domain == "" or domain.startswith(QONNX_DOMAINS)) or domain.startswith(
                 QONNX_DOMAINS):
             raise ModelImportError(f"{what} is a QONNX (quantized) model ({_where(node, i)}, domain "
-                                   f"{domain or 'ai.onnx'!r}): its quantization is given, not lowbit's to choose; "
-                                   "read it with `lowbit import FILE -o NET.npz`")
+                                   f"{domain or 'ai.onnx'!r}): its quantization is given, not lowbit's to choose: "
+                                   "use `lowbit import FILE -o NET.npz`")
         if node.op_type in QCDQ_OPS:
             raise ModelImportError(f"{what} is a QCDQ export ({_where(node, i)}): lowbit does not read that "
                                    "flavour of quantized ONNX; export the quantized model with Brevitas's "
@@ -164,7 +174,7 @@ class _Walk:
     index: int = 0
 
     def refuse(self, why: str) -> ModelImportError:
-        return ModelImportError(f"{self.what}: {self.where}: {why}")
+        return ModelImportError(f"{self.what}: {self.where}: {why} ({_supported()})")
 
     def const(self, node, k: int, role: str, *, optional: bool = False):
         name = node.input[k] if k < len(node.input) else ""
@@ -219,7 +229,7 @@ def _constant_node(node) -> np.ndarray:
 
 
 def _weight(w: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(w, dtype=np.float32))
+    return torch.from_numpy(np.array(w, dtype=np.float32))  # a copy: initializer arrays are read-only
 
 
 def _set(layer, **params) -> Layer:
@@ -333,8 +343,9 @@ def _pads(walk, a, op: str) -> tuple[int, int]:
 
 
 def _batchnorm(walk, node, a):
-    if len([o for o in node.output if o]) > 1 or a.get("training_mode", 0):
-        raise walk.refuse("only inference batch norm (one output, training_mode=0) is supported")
+    if len([o for o in node.output if o]) > 1 or a.get("training_mode", 0) or not a.get("spatial", 1):
+        raise walk.refuse("only inference batch norm per channel (one output, training_mode=0, spatial=1) is "
+                          "supported")
     if walk.last is None or not walk.last.weighted:
         prev = f"{walk.last.kind} {walk.layers[-1][0]!r}" if walk.layers else "the graph input"
         raise walk.refuse(f"batch norm must directly follow Conv, Gemm or MatMul (to be folded), not {prev}")
@@ -444,7 +455,8 @@ def _walk_nodes(model: onnx.ModelProto, what: str, data, extra_inputs) -> tuple[
             continue
         handler = _HANDLERS.get(node.op_type)
         if handler is None:
-            raise ModelImportError(f"{what}: {walk.where} is not supported; {_supported()}")
+            hint = f" ({_HINTS[node.op_type]})" if node.op_type in _HINTS else ""
+            raise ModelImportError(f"{what}: {walk.where} is not supported{hint}; {_supported()}")
         if walk.current not in node.input:
             raise walk.refuse(f"reads {[n for n in node.input if n]}, not the output {walk.current!r} of the node "
                               "before it; lowbit's graphs are chains (one input, no branches)")
