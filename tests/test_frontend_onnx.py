@@ -344,6 +344,20 @@ def _dense_after(node, extra_inits=(), in_dims=("n", 4), out=4, inputs=()):
     (lambda: _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], ceil_mode=1, name="mp")],
                     [_tensor("x", "n", 1, 5, 5)], [_tensor("y", "n", 1, 3, 3)]),
      r"node 'mp' \(MaxPool\): ceil_mode=1 is not supported"),
+    (lambda: _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], pads=[1, 1, 1, 1], name="mp")],
+                    [_tensor("x", "n", 1, 4, 4)], [_tensor("y", "n", 1, 3, 3)]),
+     r"node 'mp' \(MaxPool\): pads \[1, 1, 1, 1\] are not supported; lowbit's max-pool does not pad"),
+    (lambda: _model([helper.make_node("MatMul", ["w", "x"], ["y"], name="wx")], [_tensor("x", "n", 4)],
+                    [_tensor("y", "n", 4)], [("w", np.eye(4, dtype=np.float32))]),
+     r"node 'wx' \(MatMul\): reads the chain's tensor 'x' as a parameter, not as its data input"),
+    (lambda: _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["w0"], ["w"]),
+                     helper.make_node("MatMul", ["r", "w"], ["y"], name="mm")], [_tensor("x", "n", 4)],
+                    [_tensor("y", "n", 4)], [("w0", np.eye(4, dtype=np.float32))]),
+     r"node #1 \(output 'w'\) \(Neg\) is not supported"),
+    (lambda: _model([helper.make_node("Conv", ["x", "w"], ["y"], name="cv")], [_tensor("x", "n", 3, 5, 5)],
+                    [_tensor("y", "n", 4, 3, 3)], [("w", np.ones((4, 2, 3, 3), np.float32))]),
+     r"node 'cv' \(Conv\): conv2d 2->4 3x3 \(no bias\) takes images of shape \(height, width, 2\), but its "
+     r"input is \[3, 5, 5\]: \[C, H, W\] without the batch axis"),
 ])
 def test_unsupported_graphs_are_refused_naming_the_node(make, match):
     with pytest.raises(ModelImportError, match=match) as refused:
@@ -360,6 +374,22 @@ def test_final_softmax_is_refused_with_a_hint(mlp):
     with pytest.raises(ModelImportError, match=r"node 'sm' \(Softmax\) is not supported \(drop the final softmax: "
                                                r"lowbit's last layer emits the logits"):
         convert_onnx(model)
+
+
+def test_input_must_be_nchw_or_features_with_batch_first():
+    model = _model([helper.make_node("MatMul", ["w", "x"], ["y"])], [_tensor("x", 4, "n")], [_tensor("y", 4, "n")],
+                   [("w", np.eye(4, dtype=np.float32))])
+    with pytest.raises(ModelImportError, match=r"ONNX model handmade: input 'x' must be \[N, C, H, W\] or \[N, F\] "
+                                               r"with fixed C, H, W or F, not \[4, 'n'\]"):
+        convert_onnx(model)
+
+
+def test_conversion_leaves_torch_rng_alone(mlp):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    convert_onnx(mlp[1])
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_qonnx_model_is_refused_pointing_at_lowbit_import():
@@ -384,6 +414,26 @@ def test_qcdq_model_is_refused_pointing_at_export_qonnx():
                                                r"read that flavour.*Brevitas's `export_qonnx` \(QONNX\).*or export "
                                                r"the float model"):
         convert_onnx(model)
+
+
+def test_real_brevitas_exports_are_refused_by_flavour(tmp_path):
+    """Brevitas's own QONNX and QCDQ exports of a 4-bit linear layer (not just hand-made nodes)."""
+    import brevitas.nn as qnn
+    from brevitas.export import export_onnx_qcdq, export_qonnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+                          qnn.QuantLinear(16, 4, bias=True, weight_bit_width=4)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_qonnx(model, torch.zeros(1, 16), export_path=str(tmp_path / "q.onnx"), dynamo=False)
+        export_onnx_qcdq(model, torch.zeros(1, 16), export_path=str(tmp_path / "qcdq.onnx"), dynamo=False)
+    with pytest.raises(ModelImportError, match=r"q\.onnx is a QONNX \(quantized\) model .*\(Quant\), domain "
+                                               r"'qonnx\.custom_op\.general'\).*use `lowbit import FILE -o NET\.npz`"):
+        convert_onnx(tmp_path / "q.onnx")
+    with pytest.raises(ModelImportError, match=r"qcdq\.onnx is a QCDQ export .*\(QuantizeLinear\)\): lowbit does not "
+                                               r"read"):
+        convert_onnx(tmp_path / "qcdq.onnx")
 
 
 def test_unreadable_files_are_refused_naming_the_path(cnn, tmp_path):

@@ -58,7 +58,7 @@ DEFAULT_RANDOM_IMAGES = 256
 _REFERENCE_BATCH = 256
 
 QONNX_OPS = frozenset({"Quant", "BipolarQuant", "Trunc", "MultiThreshold"})
-QONNX_DOMAINS = ("qonnx.custom_op", "finn.custom_op", "finn")
+QONNX_DOMAINS = ("qonnx.custom_op", "finn", "onnx.brevitas")  # qonnx's, FINN's, older Brevitas exports
 QCDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                       "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul", "QLinearAveragePool",
                       "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearConcat",
@@ -110,8 +110,7 @@ def _refuse_quantized(model: onnx.ModelProto, what: str) -> None:
     know their custom domains)."""
     for i, node in enumerate(model.graph.node):
         domain = node.domain or ""
-        if node.op_type in QONNX_OPS and (domain == "" or domain.startswith(QONNX_DOMAINS)) or domain.startswith(
-                QONNX_DOMAINS):
+        if node.op_type in QONNX_OPS or domain.startswith(QONNX_DOMAINS):
             raise ModelImportError(f"{what} is a QONNX (quantized) model ({_where(node, i)}, domain "
                                    f"{domain or 'ai.onnx'!r}): its quantization is given, not lowbit's to choose: "
                                    "use `lowbit import FILE -o NET.npz`")
@@ -198,8 +197,9 @@ class _Walk:
         try:
             out = tuple(int(d) for d in layer.out_shape(nhwc))
         except GraphError as e:
-            raise self.refuse(f"{layer.describe()} {e}, but its input is {list(self.shape)} (no batch axis)") \
-                from None
+            layout = "[C, H, W]" if len(self.shape) == 3 else "[F]"
+            raise self.refuse(f"{layer.describe()} {e}, but its input is {list(self.shape)}: {layout} without the "
+                              "batch axis") from None
         self.layers.append((f"{prefix}{k}", layer))
         self.shape = (out[2], out[0], out[1]) if len(out) == 3 else out
         self.current = node.output[0]
@@ -274,10 +274,7 @@ def _gemm(walk, node, a):
 
 
 def _matmul(walk, node, a):
-    if node.input[0] != walk.current:
-        raise walk.refuse("the data must be the first input (x·W); lowbit takes MatMul of the chain by a "
-                          "constant matrix")
-    b = walk.const(node, 1, "weight")
+    b = walk.const(node, 1, "weight")  # the chain is the first input (x·W): checked for every node
     if b.ndim != 2:
         raise walk.refuse(f"the constant matrix must be 2-D [in, out], not of shape {list(b.shape)}")
     _dense(walk, node, b.astype(np.float64).T, None)
@@ -319,27 +316,30 @@ def _conv(walk, node, a):
     kernel = tuple(int(k) for k in a.get("kernel_shape", w.shape[2:]))
     if kernel != tuple(w.shape[2:]):
         raise walk.refuse(f"kernel_shape {list(kernel)} does not match the weight's {list(w.shape[2:])}")
-    pad = _pads(walk, a, "Conv")
+    top, left, bottom, right = _pads(walk, a)
+    if (top, left) != (bottom, right):
+        raise walk.refuse(f"asymmetric pads {[top, left, bottom, right]} (top, left, bottom, right) are not "
+                          "supported: lowbit's convolution pads both sides of an axis alike")
     b = walk.const(node, 2, "bias B", optional=True)
     if len(walk.shape) != 3:
         raise walk.refuse(f"takes an [N, C, H, W] input, not {list(walk.shape)} (no batch axis)")
-    layer = Conv2d(int(w.shape[1]), int(w.shape[0]), kernel, tuple(int(s) for s in a.get("strides", (1, 1))), pad,
-                   bias=b is not None)
+    layer = Conv2d(int(w.shape[1]), int(w.shape[0]), kernel, tuple(int(s) for s in a.get("strides", (1, 1))),
+                   (top, left), bias=b is not None)
     walk.add("conv", _set(layer, weight=w, bias=b), node)
 
 
-def _pads(walk, a, op: str) -> tuple[int, int]:
+def _pads(walk, a) -> list[int]:
+    """``[top, left, bottom, right]`` of a Conv or MaxPool (``auto_pad`` NOTSET or VALID only)."""
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if auto == "VALID":
-        return (0, 0)
+        return [0, 0, 0, 0]
     if auto != "NOTSET":
         raise walk.refuse(f"auto_pad {auto} is not supported; lowbit takes NOTSET (explicit pads) or VALID")
-    top, left, bottom, right = (int(p) for p in a.get("pads", (0, 0, 0, 0)))
-    if (top, left) != (bottom, right):
-        raise walk.refuse(f"asymmetric pads {[top, left, bottom, right]} (top, left, bottom, right) are not "
-                          f"supported: lowbit's {op} pads both sides alike")
-    return (top, left)
+    pads = [int(p) for p in a.get("pads", (0, 0, 0, 0))]
+    if len(pads) != 4:
+        raise walk.refuse(f"pads {pads} are not 2-D ([top, left, bottom, right])")
+    return pads
 
 
 def _batchnorm(walk, node, a):
@@ -374,8 +374,8 @@ def _maxpool(walk, node, a):
         raise walk.refuse("ceil_mode=1 is not supported; lowbit's max-pool rounds down (ceil_mode=0)")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         raise walk.refuse(f"dilations {list(a['dilations'])} are not supported; lowbit takes dilation 1")
-    if any(_pads(walk, a, "MaxPool")):
-        raise walk.refuse(f"pads {list(a['pads'])} are not supported; lowbit's max-pool does not pad")
+    if any(pads := _pads(walk, a)):
+        raise walk.refuse(f"pads {pads} are not supported; lowbit's max-pool does not pad")
     kernel = tuple(int(k) for k in a["kernel_shape"])
     if len(kernel) != 2:
         raise walk.refuse(f"only 2-D max-pool is supported, not kernel_shape {list(kernel)}")
