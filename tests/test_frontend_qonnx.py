@@ -1,0 +1,235 @@
+"""QONNX import (lowbit.sw.frontends.qonnx): small Brevitas models trained here on the 8×8 digits,
+exported with ``export_qonnx`` and imported; the integer IR is compared with qonnx's own executor on
+the whole digits test set (359 images)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+from lowbit.sw.datasets import load_dataset
+from lowbit.sw.frontends.common import ModelImportError
+from lowbit.sw.frontends.qonnx import import_qonnx, qonnx_agreement
+
+import brevitas.nn as qnn  # noqa: E402
+from brevitas.export import export_qonnx  # noqa: E402
+from brevitas.inject.enum import ScalingImplType  # noqa: E402
+from brevitas.quant import (Int8WeightPerTensorFixedPoint, Int16Bias, Uint8ActPerTensorFixedPoint)  # noqa: E402
+from brevitas.quant.binary import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst  # noqa: E402
+
+DIGITS = load_dataset("digits")
+
+
+class FixedInput(Uint8ActPerTensorFixedPoint):
+    """Unsigned 8-bit input quantizer with the fixed scale 2^-8: code = pixel for x = pixel/256."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    scaling_const = 1.0  # the threshold: scale 2^round(log2(1/255)) = 2^-8
+    max_val = 1.0
+
+
+class Centered(nn.Module):
+    """x − ½, so a bipolar input quantizer gives pixel ≥ 128 → +1 (a sign of pixel/255 alone is always +1)."""
+
+    def forward(self, x):
+        return x - 0.5
+
+
+def float_cnn():
+    """(a) W4A4 CNN with float scales and batch norm: conv-BN-ReLU-pool, conv-BN-ReLU, linear."""
+    return nn.Sequential(
+        qnn.QuantConv2d(1, 8, 3, padding=1, weight_bit_width=4, bias=False), nn.BatchNorm2d(8),
+        qnn.QuantReLU(bit_width=4), nn.MaxPool2d(2),
+        qnn.QuantConv2d(8, 16, 3, weight_bit_width=4, bias=False), nn.BatchNorm2d(16),
+        qnn.QuantReLU(bit_width=4), nn.Flatten(),
+        qnn.QuantLinear(16 * 2 * 2, 10, bias=True, weight_bit_width=4))
+
+
+def pow2_cnn():
+    """(b) the same with power-of-two scales, integer biases in the accumulator scale and no batch norm."""
+    w = dict(weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=4, bias=True, bias_quant=Int16Bias)
+    act = dict(act_quant=Uint8ActPerTensorFixedPoint, bit_width=4, return_quant_tensor=True)
+    return nn.Sequential(
+        qnn.QuantIdentity(act_quant=FixedInput, bit_width=8, return_quant_tensor=True),
+        qnn.QuantConv2d(1, 8, 3, padding=1, **w), qnn.QuantReLU(**act), nn.MaxPool2d(2),
+        qnn.QuantConv2d(8, 16, 3, **w), qnn.QuantReLU(**act), nn.Flatten(),
+        qnn.QuantLinear(16 * 2 * 2, 10, **w))
+
+
+def binary_mlp():
+    """(c) W1A1 MLP: bipolar input (pixel ≥ 128), binary weights, BN + bipolar activations."""
+    act = dict(act_quant=SignedBinaryActPerTensorConst)
+    wq = dict(weight_quant=SignedBinaryWeightPerTensorConst, bias=False)
+    return nn.Sequential(
+        nn.Flatten(), Centered(), qnn.QuantIdentity(**act),
+        qnn.QuantLinear(64, 96, **wq), nn.BatchNorm1d(96), qnn.QuantIdentity(**act),
+        qnn.QuantLinear(96, 10, **wq))
+
+
+def train_and_export(model, path, *, divisor: float = 255.0, steps: int = 300, lr: float = 1e-2):
+    torch.manual_seed(0)
+    x = torch.tensor(DIGITS.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8) / divisor
+    y = torch.tensor(DIGITS.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (64,))
+        loss = nn.functional.cross_entropy(model(x[i]), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_qonnx(model, torch.zeros(1, 1, 8, 8), export_path=str(path), dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The three models, trained once for the module: name → (path, input_scale)."""
+    d = tmp_path_factory.mktemp("qonnx")
+    return {"float_cnn": (train_and_export(float_cnn(), d / "float_cnn.onnx"), 1 / 255),
+            "pow2_cnn": (train_and_export(pow2_cnn(), d / "pow2_cnn.onnx", divisor=256.0), 1 / 256),
+            "binary_mlp": (train_and_export(binary_mlp(), d / "binary_mlp.onnx"), 1 / 255)}
+
+
+def _import(exported, name):
+    path, scale = exported[name]
+    net, report = import_qonnx(path, input_scale=scale)
+    return path, scale, net, report
+
+
+def test_float_cnn_agrees_with_qonnx(exported):
+    path, scale, net, report = _import(exported, "float_cnn")
+    assert [l.op for l in net.layers] == ["conv2d", "maxpool2d", "conv2d", "dense"]
+    assert report["ops"] == ["Quant", "Conv", "BatchNormalization", "Relu", "MaxPool", "Flatten", "Gemm"]
+    conv0 = report["layers"][0]
+    assert (conv0["weight_format"], conv0["weight_scale"], conv0["batchnorm"], conv0["requant"]) == \
+        ("s4", "float", True, "multiplier")
+    assert net.input.to_json() == {"kind": "shift", "amount": 0, "shift_amount": 0}  # pixels, scale 1/255
+    # BN shifts are not whole accumulator steps: approximate, and the report says by how much
+    assert report["exact"] is False and conv0["exact"] is False and conv0["thresholds_missed"] > 0
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=scale)
+    assert agreement["images"] == 359
+    assert agreement["class_agreement"] >= 0.999, agreement
+
+
+def test_pow2_cnn_is_exact(exported):
+    path, scale, net, report = _import(exported, "pow2_cnn")
+    assert report["exact"] is True
+    assert all(l.get("requant") in ("shift", None) for l in report["layers"] if l["op"] != "maxpool2d")
+    assert all(l.requant is None or l.requant.multiplier is None for l in net.layers if l.op != "maxpool2d")
+    assert report["input"]["quant"] is not None and net.input.to_json()["kind"] == "shift"
+    assert np.log2(report["output_scale"]) == round(np.log2(report["output_scale"]))
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=scale)
+    assert agreement["logits_exact"] == 1.0 and agreement["max_abs_diff"] == 0.0, agreement
+    assert agreement["class_agreement"] == 1.0
+
+
+def test_binary_mlp_thresholds_are_exact(exported):
+    path, scale, net, report = _import(exported, "binary_mlp")
+    assert net.input.to_json() == {"kind": "threshold", "amount": 128, "shift_amount": 0}  # x − ½ ≥ 0
+    assert [str(l.weight_format) for l in net.layers] == ["bipolar", "bipolar"]
+    assert str(net.layers[0].requant.out_format) == "bipolar" and report["layers"][0]["requant"] == "sign"
+    assert report["exact"] is True
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=scale)
+    # every logit equal; qonnx's float32 logits (0.1·k) may break a tie between equal ones otherwise
+    assert agreement["logits_equal"] == 1.0 and agreement["max_abs_diff"] < 1e-3, agreement
+    assert agreement["class_agreement_rounded"] == 1.0 and agreement["class_agreement"] >= 0.99, agreement
+
+
+# ---- errors --------------------------------------------------------------------------------------
+def _edited(path, tmp_path, edit):
+    model = onnx.load(str(path))
+    edit(model)
+    out = tmp_path / "edited.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def _init(model, name):
+    return next(i for i in model.graph.initializer if i.name == name)
+
+
+def test_nonzero_zero_point_is_refused(exported, tmp_path):
+    def edit(model):
+        q = next(n for n in model.graph.node if n.op_type == "Quant" and "act_quant" in n.name)
+        zp = onnx.numpy_helper.from_array(np.array(1.0, np.float32), "nonzero_zp")
+        model.graph.initializer.append(zp)
+        q.input[2] = "nonzero_zp"
+
+    path = _edited(exported["float_cnn"][0], tmp_path, edit)
+    with pytest.raises(ModelImportError, match=r"node 'Quant_\d+' \(Quant\): zero point \[1\.0\] is not 0.*"
+                                               r"supported ops: Quant"):
+        import_qonnx(path)
+
+
+def test_grouped_conv_is_refused(tmp_path):
+    model = nn.Sequential(qnn.QuantConv2d(1, 4, 3, weight_bit_width=4, bias=False), qnn.QuantReLU(bit_width=4),
+                          qnn.QuantConv2d(4, 4, 3, groups=2, weight_bit_width=4, bias=False))
+    path = train_and_export(model, tmp_path / "grouped.onnx", steps=0)
+    with pytest.raises(ModelImportError, match=r"node 'Conv_1' \(Conv\): grouped convolution \(group=2\) is not "
+                                               r"supported"):
+        import_qonnx(path)
+
+
+def test_residual_add_is_refused(tmp_path):
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = qnn.QuantLinear(64, 64, bias=False, weight_bit_width=4)
+            self.act = qnn.QuantReLU(bit_width=4)
+            self.out = qnn.QuantLinear(64, 10, bias=False, weight_bit_width=4)
+
+        def forward(self, x):
+            h = self.act(self.fc(x.flatten(1)))
+            return self.out(h + self.act(self.fc(h)))
+
+    path = train_and_export(Residual(), tmp_path / "residual.onnx", steps=0)
+    with pytest.raises(ModelImportError, match=r"\(Add\): a residual Add of two computed tensors"):
+        import_qonnx(path)
+
+
+def test_unmappable_input_quant_is_refused(exported):
+    # a model trained on pixel/256 with a 2^-8 input Quant, read as pixel/255: codes are not pixel >> k
+    path, _ = exported["pow2_cnn"]
+    with pytest.raises(ModelImportError, match=r"\(Quant\): its codes round\(pixel·0\.00392157 / 0\.00390625\) "
+                                               r"are no lowbit input transform"):
+        import_qonnx(path, input_scale=1 / 255)
+
+
+def test_malformed_files_are_refused(exported, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exported["float_cnn"][0].read_bytes()[:500])
+    with pytest.raises(ModelImportError, match=r"truncated\.onnx' is not a readable QONNX/ONNX model"):
+        import_qonnx(truncated)
+    noise = tmp_path / "noise.onnx"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelImportError, match=r"noise\.onnx' is not a readable QONNX/ONNX model"):
+        import_qonnx(noise)
+    with pytest.raises(ModelImportError, match=r"QONNX file '.*missing\.onnx' does not exist"):
+        import_qonnx(tmp_path / "missing.onnx")
+
+
+def test_float_weights_are_refused(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    path = tmp_path / "float.onnx"
+    torch.onnx.export(model, torch.zeros(1, 1, 8, 8), str(path), dynamo=False)
+    with pytest.raises(ModelImportError, match=r"its weights .* are float \(no Quant node\)"):
+        import_qonnx(path)
+
+
+def test_network_round_trips_through_its_file(exported, tmp_path):
+    from lowbit.sw.golden import run_network
+    from lowbit.sw.ir import Network
+
+    _, _, net, report = _import(exported, "pow2_cnn")
+    back = Network.load(net.save(tmp_path / "net.npz"))
+    assert back.metadata["output_scale"] == report["output_scale"] and back.metadata["source"] == "qonnx"
+    x = DIGITS.x_test[:20]
+    assert np.array_equal(run_network(back, x, raw_pixels=True).logits, run_network(net, x, raw_pixels=True).logits)
