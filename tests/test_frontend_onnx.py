@@ -196,7 +196,7 @@ def test_imported_cnn_quantizes_and_runs_in_the_golden_model(cnn, digits):
     net = quantize(graph, "pow2", 4, 4, digits.x_train[:500], progress=False)
     result = run_network(net, digits.x_test, raw_pixels=True, keep="logits")
     assert result.logits.shape == (len(digits.x_test), 10)
-    assert float((result.classes == digits.y_test).mean()) > 0.6
+    assert float((result.classes == digits.y_test).mean()) > 0.8  # measured 0.905 (float 0.947)
 
 
 # ---- hand-built graphs ------------------------------------------------------------------------------
