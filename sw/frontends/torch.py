@@ -56,10 +56,8 @@ _META_OPS = {aten.sym_size, aten.sym_numel, aten.sym_stride, aten.sym_storage_of
              aten._assert_scalar, aten.sym_constrain_range, aten.sym_constrain_range_for_size, aten._assert_async}
 _IDENTITY_OPS = {aten.clone, aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy, aten._to_copy, aten.to}
 _DROPOUT_OPS = {aten.dropout, aten.feature_dropout, aten.alpha_dropout, aten.feature_alpha_dropout, aten.native_dropout}
-_HINTS = {aten.softmax: "lowbit's last layer emits logits: drop the softmax (argmax is unchanged)",
-          aten._softmax: "lowbit's last layer emits logits: drop the softmax (argmax is unchanged)",
-          aten.log_softmax: "lowbit's last layer emits logits: drop the log_softmax (argmax is unchanged)",
-          aten._log_softmax: "lowbit's last layer emits logits: drop the log_softmax (argmax is unchanged)",
+_HINTS = {**{op: f"lowbit's last layer emits logits: drop the {op.__name__.strip('_')} (argmax is unchanged)"
+             for op in (aten.softmax, aten._softmax, aten.log_softmax, aten._log_softmax)},
           aten.cat: "a concatenation joins two paths; lowbit's networks are one chain of layers"}
 
 
@@ -128,13 +126,14 @@ class _Walker:
         return ModelImportError(f"{self.source}: {self._where(node)} {why}; the torch importer supports {SUPPORTED}")
 
     # -- building -------------------------------------------------------------------------
-    def add(self, prefix: str, layer, out: _Act, *, weighted=False) -> None:
+    def add(self, prefix: str, layer, out: _Act, *, weighted=False) -> _Act:
         i = self.counts.get(prefix, 0)
         self.counts[prefix] = i + 1
         name = prefix if prefix == "flatten" and i == 0 else f"{prefix}{i}"
         self.layers.append((name, layer))
         self.current = out
         self.last_weighted_out = out if weighted else None
+        return out
 
     def const(self, node, value, what: str) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -178,8 +177,7 @@ class _Walker:
         return source_shape, built.eval()
 
     def finish(self, node, env) -> None:
-        outs = node.args[0]
-        outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        outs = list(node.args[0]) if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
         if len(outs) != 1:
             raise ModelImportError(f"{self.source} returns {len(outs)} outputs; lowbit imports models returning one "
                                    "tensor of logits [batch, classes]")
@@ -244,6 +242,8 @@ class _Walker:
         if isinstance(value, _Multi) and index == 0:
             self.current = value.act
             return value.act
+        if isinstance(value, _Multi) and not node.users:
+            return _Meta()  # statistics or indices nothing reads (a loaded program keeps such nodes)
         what = value.what if isinstance(value, _Multi) else "an activation"
         raise self.refuse(node, f"uses item {index!r} of {what}: only the activation itself is supported")
 
@@ -280,11 +280,8 @@ class _Pending:
     def __call__(self):
         layer = self.kind(*self.args, **self.kwargs)
         with torch.no_grad():
-            for name, value in self.tensors.items():
-                if value is None:
-                    continue
-                target = getattr(layer, name)
-                target.copy_(value.reshape(target.shape).to(target.dtype))
+            for name, value in ((n, v) for n, v in self.tensors.items() if v is not None):
+                getattr(layer, name).copy_(value.reshape(getattr(layer, name).shape))
         return layer
 
 
@@ -301,9 +298,8 @@ def _linear(w: _Walker, node, weight: torch.Tensor, bias: torch.Tensor | None):
     out = weight.shape[0]
     if bias is not None and bias.numel() != out:
         raise w.refuse(node, f"has a bias of {bias.numel()} values for {out} outputs")
-    w.add("fc", _Pending(Linear, int(weight.shape[1]), int(out), bias=bias is not None,
-                         tensors={"weight": weight, "bias": bias}), _Act((out,)), weighted=True)
-    return w.current
+    return w.add("fc", _Pending(Linear, int(weight.shape[1]), int(out), bias=bias is not None,
+                                tensors={"weight": weight, "bias": bias}), _Act((out,)), weighted=True)
 
 
 def _h_linear(w, node, a):
@@ -343,12 +339,13 @@ def _h_add(w, node, a):
     return x  # the same activation: a later bias add still lands in this layer's bias
 
 
-def _conv(w, node, x_weight, bias, stride, padding, dilation, groups, transposed=False):
-    x = w.current
+def _h_conv(w, node, a):
+    """``aten.conv2d`` (padding an int pair or 'valid'/'same') and ``aten.convolution`` (decomposed)."""
+    x, stride, padding, dilation, groups = w.current, a["stride"], a["padding"], a["dilation"], a["groups"]
     if len(x.shape) != 3:
         raise w.refuse(node, f"convolves a tensor of per-example shape {x.shape}; it needs [batch, C, H, W] images")
-    weight = w.const(node, x_weight, "weight")
-    if transposed:
+    weight = w.const(node, a["weight"], "weight")
+    if a.get("transposed") or any(_pair(a.get("output_padding") or 0)):
         raise w.refuse(node, "is a transposed convolution")
     if groups != 1:
         raise w.refuse(node, f"is a grouped convolution (groups={groups}); only groups=1 is supported")
@@ -363,21 +360,10 @@ def _conv(w, node, x_weight, bias, stride, padding, dilation, groups, transposed
         else:
             raise w.refuse(node, f"uses padding={padding!r} with a {kh}x{kw} kernel (asymmetric padding)")
     out = tuple(int(d) for d in node.meta["val"].shape[1:])
-    w.add("conv", _Pending(Conv2d, int(weight.shape[1]), int(weight.shape[0]), (kh, kw), _pair(stride), _pair(padding),
-                           bias=bias is not None, tensors={"weight": weight, "bias": None if bias is None else
-                                                      w.const(node, bias, "bias")}), _Act(out), weighted=True)
-    return w.current
-
-
-def _h_conv2d(w, node, a):
-    return _conv(w, node, a["weight"], a["bias"], a["stride"], a["padding"], a["dilation"], a["groups"])
-
-
-def _h_convolution(w, node, a):
-    if any(_pair(a["output_padding"])):
-        raise w.refuse(node, "is a transposed convolution with output padding")
-    return _conv(w, node, a["weight"], a["bias"], a["stride"], a["padding"], a["dilation"], a["groups"],
-                 a["transposed"])
+    bias = None if a["bias"] is None else w.const(node, a["bias"], "bias")
+    return w.add("conv", _Pending(Conv2d, int(weight.shape[1]), int(weight.shape[0]), (kh, kw), _pair(stride),
+                                  _pair(padding), bias=bias is not None, tensors={"weight": weight, "bias": bias}),
+                 _Act(out), weighted=True)
 
 
 def _h_batch_norm(w, node, a):
@@ -385,7 +371,7 @@ def _h_batch_norm(w, node, a):
     if a.get("training"):
         raise w.refuse(node, "is a batch norm in training mode (it normalizes with each batch's statistics); "
                              "export the module after model.eval()")
-    if a["running_mean"] is None or a["running_var"] is None:
+    if a.get("running_mean") is None or a.get("running_var") is None:
         raise w.refuse(node, "is a batch norm without running statistics (track_running_stats=False)")
     if x.pending_chw is not None and x.pending_chw[0] > 1 and x.pending_chw[1] * x.pending_chw[2] > 1:
         raise w.refuse(node, "normalizes the features of a flattened NCHW image; put it before the flatten")
@@ -397,17 +383,13 @@ def _h_batch_norm(w, node, a):
         raise w.refuse(node, f"has {mean.numel()} channels for an input of {channels}")
     eps = float(a["eps"])
     momentum = a["momentum"] if isinstance(a["momentum"], float) and 0 < a["momentum"] <= 1 else 0.1
-    w.add("bn", _Pending(BatchNorm, channels, eps, momentum, tensors={
+    out = w.add("bn", _Pending(BatchNorm, channels, eps, momentum, tensors={
         "weight": weight, "bias": bias, "running_mean": mean, "running_var": var}), _Act(x.shape, x.pending_chw))
-    if node.target.overloadpacket is aten.batch_norm:
-        return w.current
-    return _Multi(w.current, "a batch norm's statistics")
+    return out if node.target.overloadpacket is aten.batch_norm else _Multi(out, "a batch norm's statistics")
 
 
 def _h_relu(w, node, a):
-    x = w.current
-    w.add("relu", _Pending(ReLU), _Act(x.shape, x.pending_chw))
-    return w.current
+    return w.add("relu", _Pending(ReLU), _Act(w.current.shape, w.current.pending_chw))
 
 
 def _h_max_pool2d(w, node, a):
@@ -425,10 +407,8 @@ def _h_max_pool2d(w, node, a):
         raise w.refuse(node, "uses ceil_mode=True; only floor mode (ceil_mode=False) is supported")
     val = node.meta["val"]
     out = tuple(int(d) for d in (val[0] if isinstance(val, (tuple, list)) else val).shape[1:])
-    w.add("pool", _Pending(MaxPool2d, kernel, stride), _Act(out))
-    if node.target.overloadpacket is aten.max_pool2d:
-        return w.current
-    return _Multi(w.current, "a max-pool's indices")
+    out = w.add("pool", _Pending(MaxPool2d, kernel, stride), _Act(out))
+    return out if node.target.overloadpacket is aten.max_pool2d else _Multi(out, "a max-pool's indices")
 
 
 def _flatten_to(w, node, out_shape):
@@ -437,7 +417,7 @@ def _flatten_to(w, node, out_shape):
         raise w.refuse(node, f"reshapes per-example shape {x.shape} to {tuple(out_shape)}; only a flatten to "
                              "[batch, -1] is supported")
     if len(x.shape) != 1:  # (already flat: nothing to do)
-        w.add("flatten", _Pending(Flatten), _Act(out_shape, x.shape), weighted=False)
+        w.add("flatten", _Pending(Flatten), _Act(out_shape, x.shape))
     return w.current
 
 
@@ -477,7 +457,7 @@ def _h_identity(w, node, a):
 
 
 _HANDLERS = {aten.linear: _h_linear, aten.addmm: _h_addmm, aten.mm: _h_mm, aten.matmul: _h_mm, aten.add: _h_add,
-             aten.conv2d: _h_conv2d, aten.convolution: _h_convolution, aten.batch_norm: _h_batch_norm,
+             aten.conv2d: _h_conv, aten.convolution: _h_conv, aten.batch_norm: _h_batch_norm,
              aten._native_batch_norm_legit_no_training: _h_batch_norm, aten._native_batch_norm_legit: _h_batch_norm,
              aten.native_batch_norm: _h_batch_norm, aten.relu: _h_relu, aten.relu_: _h_relu,
              aten.max_pool2d: _h_max_pool2d, aten.max_pool2d_with_indices: _h_max_pool2d, aten.flatten: _h_flatten,
@@ -494,10 +474,15 @@ def _logits(y) -> torch.Tensor:
     return y
 
 
-def _batched(run, static_batch: int | None = None):
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _batched(run, size: int = _REFERENCE_CHUNK, pad: bool = False):
     """``run`` (a torch callable) as the reference ``float32 [n, *shape] → logits`` numpy function, in
-    chunks; a program exported with a fixed batch size gets chunks of exactly that size (zero-padded)."""
-    size = static_batch or _REFERENCE_CHUNK
+    chunks of ``size``; with ``pad`` the last chunk is zero-padded to ``size`` (an exported program
+    takes its own fixed batch size, or a dynamic one whose range may exclude a small last chunk)."""
 
     @torch.no_grad()
     def reference(x: np.ndarray) -> np.ndarray:
@@ -506,7 +491,7 @@ def _batched(run, static_batch: int | None = None):
         for i in range(0, len(x), size):
             part = x[i:i + size]
             k = len(part)
-            if static_batch and k < size:
+            if pad and k < size:
                 part = torch.cat([part, part.new_zeros(size - k, *part.shape[1:])])
             outs.append(_logits(run(part))[:k].float().numpy())
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
@@ -522,8 +507,8 @@ def convert_program(program, *, source: str, reference=None) -> Imported:
     source_shape, graph = walker.walk()
     if reference is None:
         val = next(n.meta["val"] for n in program.graph.nodes if n.op == "placeholder" and n.name in walker.user_inputs)
-        static = int(val.shape[0]) if isinstance(val.shape[0], int) else None
-        reference = _batched(program.module(), static)
+        fixed = int(val.shape[0]) if isinstance(val.shape[0], int) else None
+        reference = _batched(program.module(), fixed or _REFERENCE_CHUNK, pad=True)
     return Imported(graph, source_shape, reference, source, walker.ops)
 
 
@@ -531,10 +516,9 @@ def _export(model: nn.Module, example: torch.Tensor, what: str):
     try:
         return torch.export.export(model, (example,))
     except Exception as e:  # noqa: BLE001 - whatever stops torch.export, the user needs the reason
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelImportError(
             f"torch.export could not trace {what} on an input of shape {tuple(example.shape)}: {type(e).__name__}: "
-            f"{first}. lowbit imports a forward that is one fixed chain of layers for that input shape (no "
+            f"{_first_line(e)}. lowbit imports a forward that is one fixed chain of layers for that input shape (no "
             "data-dependent control flow such as `if x.sum() > 0`)") from None
 
 
@@ -588,7 +572,7 @@ def _load_program(path: Path, where: str):
         program = torch.export.load(str(path))
     except Exception as e:  # noqa: BLE001 - a truncated/corrupted archive fails in many ways inside torch
         raise ModelImportError(f"{where} is not a readable torch.export program (.pt2): {type(e).__name__}: "
-                               f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'}") from None
+                               f"{_first_line(e)}") from None
     if not isinstance(program, torch.export.ExportedProgram):
         raise ModelImportError(f"{where} holds a {type(program).__name__}, not a torch.export ExportedProgram")
     return program
@@ -599,7 +583,7 @@ def _load_pickled_module(path: Path, where: str, image_shape) -> Imported:
         obj = torch.load(str(path), weights_only=False, map_location="cpu")
     except Exception as e:  # noqa: BLE001
         raise ModelImportError(f"{where} could not be loaded with torch.load: {type(e).__name__}: "
-                               f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'}") from None
+                               f"{_first_line(e)}") from None
     if isinstance(obj, dict):
         raise ModelImportError(f"{where} holds a dict (a state_dict or a checkpoint), not a module: lowbit needs the "
                                "whole module (torch.save(model)) or, better, a torch.export program: "
@@ -612,15 +596,17 @@ def _load_pickled_module(path: Path, where: str, image_shape) -> Imported:
                                "(image_shape=(H, W) or (H, W, C))")
     c, h, w = _image_chw(image_shape)
     model = copy.deepcopy(obj).float().eval()
+    what = f"torch module {path.name} ({type(obj).__module__}.{type(obj).__qualname__})"
     failures = []
     for example in (torch.zeros(1, c, h, w), torch.zeros(1, c * h * w)):  # NCHW images first, then flat rows
         try:
             with torch.no_grad():
                 model(example)
-        except Exception as e:  # noqa: BLE001 - the module refuses this layout: try the next one
-            failures.append(f"{tuple(example.shape)}: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+            program = _export(model, example, what)
+        except Exception as e:  # noqa: BLE001 - the module refuses this layout (to run or to trace): try the next
+            failures.append(f"{tuple(example.shape)}: {type(e).__name__}: {_first_line(e)}")
             continue
-        return convert_torch(model, example, source=f"torch module {path.name}")
+        return convert_program(program, source=what, reference=_batched(model))
     raise ModelImportError(f"{where}: the module runs neither on NCHW images nor on flat rows of the data's "
                            f"{h}x{w}x{c} images ({'; '.join(failures)})")
 
@@ -639,7 +625,7 @@ def load_torch_file(path, *, trust_pickle: bool = False, image_shape: tuple | No
     where = f"torch model file {str(path)!r}"
     if not path.is_file():
         raise ModelImportError(f"{where}: no such file")
-    if path.suffix == ".pt2":
+    if path.suffix.lower() == ".pt2":
         imported = convert_program(_load_program(path, where), source=f"torch.export program {path.name}")
         if image_shape is not None:
             c, h, w = _image_chw(image_shape)
