@@ -19,7 +19,8 @@ from lowbit.sw.frontends.qonnx import import_qonnx, qonnx_agreement
 import brevitas.nn as qnn  # noqa: E402
 from brevitas.export import export_qonnx  # noqa: E402
 from brevitas.inject.enum import ScalingImplType  # noqa: E402
-from brevitas.quant import (Int8WeightPerTensorFixedPoint, Int16Bias, Uint8ActPerTensorFixedPoint)  # noqa: E402
+from brevitas.quant import (Int8WeightPerChannelFloat, Int8WeightPerTensorFixedPoint, Int16Bias,  # noqa: E402
+                            Uint8ActPerTensorFixedPoint)  # noqa: E402
 from brevitas.quant.binary import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst  # noqa: E402
 
 DIGITS = load_dataset("digits")
@@ -71,7 +72,27 @@ def binary_mlp():
         qnn.QuantLinear(96, 10, **wq))
 
 
+def per_channel_cnn():
+    """(d) float per-channel weight scales, integer biases in the accumulator scale (Int16Bias), no BN."""
+    w = dict(weight_quant=Int8WeightPerChannelFloat, weight_bit_width=4, bias=True, bias_quant=Int16Bias)
+    act = dict(bit_width=4, return_quant_tensor=True)
+    return nn.Sequential(
+        qnn.QuantIdentity(act_quant=FixedInput, bit_width=8, return_quant_tensor=True),
+        qnn.QuantConv2d(1, 8, 3, padding=1, **w), qnn.QuantReLU(**act), nn.MaxPool2d(2),
+        qnn.QuantConv2d(8, 16, 3, **w), qnn.QuantReLU(**act), nn.Flatten(),
+        qnn.QuantLinear(16 * 2 * 2, 10, weight_bit_width=4, bias=True, bias_quant=Int16Bias))
+
+
 def train_and_export(model, path, *, divisor: float = 255.0, steps: int = 300, lr: float = 1e-2):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared cores: one thread is as fast for these tiny models
+    try:
+        return _train_and_export(model, path, divisor, steps, lr)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_export(model, path, divisor, steps, lr):
     torch.manual_seed(0)
     x = torch.tensor(DIGITS.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8) / divisor
     y = torch.tensor(DIGITS.y_train)
@@ -95,7 +116,8 @@ def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("qonnx")
     return {"float_cnn": (train_and_export(float_cnn(), d / "float_cnn.onnx"), 1 / 255),
             "pow2_cnn": (train_and_export(pow2_cnn(), d / "pow2_cnn.onnx", divisor=256.0), 1 / 256),
-            "binary_mlp": (train_and_export(binary_mlp(), d / "binary_mlp.onnx"), 1 / 255)}
+            "binary_mlp": (train_and_export(binary_mlp(), d / "binary_mlp.onnx"), 1 / 255),
+            "per_channel_cnn": (train_and_export(per_channel_cnn(), d / "per_channel.onnx", divisor=256.0), 1 / 256)}
 
 
 def _import(exported, name):
@@ -141,6 +163,28 @@ def test_binary_mlp_thresholds_are_exact(exported):
     # every logit equal; qonnx's float32 logits (0.1·k) may break a tie between equal ones otherwise
     assert agreement["logits_equal"] == 1.0 and agreement["max_abs_diff"] < 1e-3, agreement
     assert agreement["class_agreement_rounded"] == 1.0 and agreement["class_agreement"] >= 0.99, agreement
+
+
+def test_per_channel_float_scales_fit_the_thresholds(exported):
+    path, scale, net, report = _import(exported, "per_channel_cnn")
+    conv = [l for l in report["layers"] if l["op"] == "conv2d"]
+    assert all(l["granularity"] == "channel" and l["weight_scale"] == "float" and l["bias_exact"] for l in conv)
+    assert all(l["requant"] == "multiplier" and l["multiplier_bits"] <= 16 for l in conv)
+    # integer biases: the staircase of (nearly) every channel is reproduced exactly by some m/2^s
+    assert sum(l["thresholds_missed"] for l in conv) <= 0.02 * sum(l["thresholds"] for l in conv), conv
+    assert report["layers"][-1]["exact"] is True  # logits: one scale, integer bias
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=scale)
+    assert agreement["class_agreement"] >= 0.999 and agreement["logits_equal"] >= 0.99, agreement
+
+
+def test_narrow_multipliers_are_reported(exported):
+    path, scale = exported["float_cnn"]
+    net, report = import_qonnx(path, input_scale=scale, multiplier_bits=8)
+    conv = [l for l in report["layers"] if l["op"] == "conv2d"]
+    assert all(0 < l["multiplier_bits"] <= 8 and l["exact"] is False and l["max_rel_scale_error"] > 0 for l in conv)
+    assert any("no multiplier of ≤ 8 bits" in note for note in report["notes"])
+    with pytest.raises(ModelImportError, match=r"multiplier_bits must be an integer in 2\.\.16, not 17"):
+        import_qonnx(path, multiplier_bits=17)
 
 
 # ---- errors --------------------------------------------------------------------------------------
