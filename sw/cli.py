@@ -15,7 +15,8 @@ from .util import ToolRunError
 
 # Order is the order shown in --help, following the flow.
 COMMANDS = [
-    "train", "quantize", "eval", "report",   # software: float32 → integer IR → accuracy
+    "train", "quantize", "import", "export",  # software: float32 (or QONNX) → integer IR (→ QONNX)
+    "eval", "report",                          # accuracy
     "gen", "build", "sim",                    # hardware: blocks and whole networks
     "synth", "explore",                        # cost
     "demo", "bench",                           # the main job and the benchmarks
