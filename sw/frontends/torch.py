@@ -27,9 +27,13 @@ permuted once (:func:`~.common.nchw_columns`) so that the NHWC flatten computes 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
 import math
 import operator
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +82,7 @@ class _Multi:
         self.act, self.what = act, what
 
 
-class _Meta:
-    """A shape or an assert: nothing a layer computes with."""
-
+_META = object()  # the value of a shape or an assert node: nothing a layer computes with
 
 def _op_name(target) -> str:
     if isinstance(target, torch._ops.OpOverload):
@@ -149,13 +151,13 @@ class _Walker:
             raise ModelImportError(f"{self.source} takes {len(inputs)} inputs; lowbit imports models of one input "
                                    "(a batch of images or of flat feature rows)")
         val = inputs[0].meta.get("val")
-        source_shape = tuple(int(d) for d in val.shape[1:]) if isinstance(val, torch.Tensor) else ()
-        if len(source_shape) not in (1, 3):
-            raise ModelImportError(f"{self.source} takes inputs of shape {tuple(val.shape) if val is not None else '?'};"
-                                   " lowbit imports [batch, C, H, W] images or [batch, features] rows")
+        if not isinstance(val, torch.Tensor) or val.dim() not in (2, 4):
+            raise ModelImportError(f"{self.source} takes inputs of shape {getattr(val, 'shape', '?')}; lowbit imports "
+                                   "[batch, C, H, W] images or [batch, features] rows")
+        source_shape = tuple(int(d) for d in val.shape[1:])
         for node in graph.nodes:
             if node.op == "placeholder":
-                env[node] = _Act(source_shape) if node is inputs[0] else self.constants.get(node.name, _Meta())
+                env[node] = _Act(source_shape) if node is inputs[0] else self.constants.get(node.name, _META)
                 if node is inputs[0]:
                     self.current, self.producer = env[node], node.name
             elif node.op == "call_function":
@@ -170,6 +172,10 @@ class _Walker:
         try:
             with torch.random.fork_rng(devices=[]):  # creating layers draws initial weights: keep the user's RNG
                 built = FloatGraph(input_shape, [(n, make()) for n, make in layers])
+        except GraphError as e:
+            raise ModelImportError(f"{self.source}: lowbit cannot build its float graph from these layers: {e}") \
+                from None
+        try:
             built.stages()
         except GraphError as e:
             raise ModelImportError(f"{self.source}: lowbit cannot group these layers into its integer layers: {e}") \
@@ -193,7 +199,7 @@ class _Walker:
         target = node.target
         packet = target.overloadpacket if isinstance(target, torch._ops.OpOverload) else None
         if packet in _META_OPS:
-            return _Meta()
+            return _META
         look = lambda a: env[a] if isinstance(a, torch.fx.Node) else a  # noqa: E731
         args = torch.fx.node.map_aggregate(node.args, look)
         kwargs = torch.fx.node.map_aggregate(node.kwargs, look)
@@ -228,7 +234,7 @@ class _Walker:
         if isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in target.tags:
             raise self.refuse(node, "draws random numbers")
         bad = []
-        torch.fx.node.map_aggregate((args, kwargs), lambda v: bad.append(v) if isinstance(v, _Meta) else v)
+        torch.fx.node.map_aggregate((args, kwargs), lambda v: bad.append(v) if v is _META else v)
         if bad:
             raise self.refuse(node, "computes a tensor from the input's shape")
         try:
@@ -243,7 +249,7 @@ class _Walker:
             self.current = value.act
             return value.act
         if isinstance(value, _Multi) and not node.users:
-            return _Meta()  # statistics or indices nothing reads (a loaded program keeps such nodes)
+            return _META  # statistics or indices nothing reads (a loaded program keeps such nodes)
         what = value.what if isinstance(value, _Multi) else "an activation"
         raise self.refuse(node, f"uses item {index!r} of {what}: only the activation itself is supported")
 
@@ -467,8 +473,7 @@ _HANDLERS = {aten.linear: _h_linear, aten.addmm: _h_addmm, aten.mm: _h_mm, aten.
 
 # ---- public API ----------------------------------------------------------------------------
 def _logits(y) -> torch.Tensor:
-    if isinstance(y, (tuple, list)) and len(y) == 1:
-        y = y[0]
+    y = y[0] if isinstance(y, (tuple, list)) and len(y) == 1 else y
     if not isinstance(y, torch.Tensor):
         raise ModelImportError(f"the model returned {type(y).__name__}, not a tensor of logits")
     return y
@@ -513,13 +518,25 @@ def convert_program(program, *, source: str, reference=None) -> Imported:
 
 
 def _export(model: nn.Module, example: torch.Tensor, what: str):
+    """``torch.export.export`` in eval mode; a failure as a ModelImportError naming the module's class and,
+    when torch shows it, the line of the user's code where tracing stopped."""
+    shapes_log = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level, printed = shapes_log.level, io.StringIO()
+    shapes_log.setLevel(logging.ERROR)  # its warning on a data-dependent guard repeats what our error says
     try:
-        return torch.export.export(model, (example,))
+        with contextlib.redirect_stderr(printed):  # a failed export prints its partial graph there
+            program = torch.export.export(model, (example,))
     except Exception as e:  # noqa: BLE001 - whatever stops torch.export, the user needs the reason
+        lines = [ln.strip()[2:] for ln in printed.getvalue().splitlines() if ln.strip().startswith("# File:")]
         raise ModelImportError(
             f"torch.export could not trace {what} on an input of shape {tuple(example.shape)}: {type(e).__name__}: "
-            f"{_first_line(e)}. lowbit imports a forward that is one fixed chain of layers for that input shape (no "
-            "data-dependent control flow such as `if x.sum() > 0`)") from None
+            f"{_first_line(e)}{f' ({lines[-1]})' if lines else ''}. lowbit imports a forward that is one fixed "
+            "chain of layers for that input shape (no data-dependent control flow such as `if x.sum() > 0`)") \
+            from None
+    finally:
+        shapes_log.setLevel(level)
+    sys.stderr.write(printed.getvalue())  # what a successful export printed (warnings) is the user's to see
+    return program
 
 
 def convert_torch(module: nn.Module, example_input: torch.Tensor, *, source: str = "torch module") -> Imported:
@@ -558,13 +575,10 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, *, preprocessing:
 
 
 def _image_chw(image_shape) -> tuple[int, int, int]:
-    shape = tuple(image_shape)
-    if len(shape) == 2:
-        shape += (1,)
+    shape = tuple(image_shape) + ((1,) if len(image_shape) == 2 else ())
     if len(shape) != 3 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise ModelImportError(f"image_shape must be (H, W) or (H, W, C) of positive integers, not {image_shape!r}")
-    h, w, c = (int(d) for d in shape)
-    return c, h, w
+    return int(shape[2]), int(shape[0]), int(shape[1])
 
 
 def _load_program(path: Path, where: str):
