@@ -16,7 +16,8 @@ from torch import nn
 from lowbit.sw.datasets import load_dataset
 from lowbit.sw.frontends.common import Imported, ModelImportError, Preprocessing, finish_import, source_input
 from lowbit.sw.frontends.graph import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
-from lowbit.sw.frontends.torch import SUPPORTED, convert_torch, from_torch, load_torch_file
+from lowbit.sw.frontends.torch import SUPPORTED, convert_torch, from_torch
+from lowbit.sw.frontends.torch_files import load_torch_file
 from lowbit.sw.golden import run_network
 from lowbit.sw.quant import quantize
 from lowbit.sw.train import to_input

@@ -33,6 +33,6 @@ def load_float_model(path, *, trust_pickle: bool = False, image_shape: tuple | N
         from .onnx import convert_onnx
 
         return convert_onnx(path)
-    from .torch import load_torch_file
+    from .torch_files import load_torch_file
 
     return load_torch_file(path, trust_pickle=trust_pickle, image_shape=image_shape)
