@@ -151,7 +151,7 @@ def test_float_cnn_agrees_with_qonnx(exported):
 
 def test_pow2_cnn_is_exact(exported):
     path, scale, net, report = _import(exported, "pow2_cnn")
-    assert report["exact"] is True
+    assert report["exact"] is True and report["lines"][0].endswith("exact import")
     assert all(l.get("requant") in ("shift", None) for l in report["layers"] if l["op"] != "maxpool2d")
     assert all(l.requant is None or l.requant.multiplier is None for l in net.layers if l.op != "maxpool2d")
     assert report["input"]["quant"] is not None and net.input.to_json()["kind"] == "shift"

@@ -886,7 +886,31 @@ def import_qonnx(model, *, input_scale: float = 1 / 255, multiplier_bits: int = 
     report = {"source": source, "ops": reader.ops_met, "input": reader.input_report, "layers": reader.report_layers,
               "exact": exact, "output_scale": reader.output_scale, "source_shape": list(reader.source_shape),
               "notes": reader.notes, "seconds": time.perf_counter() - t0}
+    report["lines"] = _report_lines(report)
     return net, report
+
+
+def _report_lines(report: dict) -> list[str]:
+    """The report in printable lines (what ``lowbit import`` prints)."""
+    inp = report["input"]
+    lines = [f"QONNX ops: {', '.join(report['ops'])}; {'exact' if report['exact'] else 'approximate'} import",
+             f"input: {inp.get('transform')} → {inp.get('format')} codes of scale {inp.get('scale', 0):.6g}"
+             + (f" (Quant {inp['quant']})" if inp.get("quant") else " (the pixels: no input Quant)")]
+    for l in report["layers"]:
+        if l["op"] == "maxpool2d":
+            lines.append(f"{l['name']} ({l['source']}): max-pool on {l['format']} codes")
+            continue
+        rq = l.get("requant")
+        what = ("raw logits, output scale " + (f"{l['output_scale']:.6g}" if isinstance(l["output_scale"], float)
+                                               else "per channel")) if rq is None else (
+            f"→ {l['out_format']} by {rq}"
+            + (f" ({l['multiplier_bits']}-bit multiplier)" if l["multiplier_bits"] else ""))
+        extra = f", {l['thresholds_missed']}/{l['thresholds']} thresholds off by one step" if l.get(
+            "thresholds_missed") else ""
+        lines.append(f"{l['name']} ({l['source']}): W {l['weight_format']} ({l['weight_scale']} scale per "
+                     f"{l['granularity']}){' + BN' if l['batchnorm'] else ''} {what}; "
+                     f"{'exact' if l['exact'] else 'approximate'}{extra}")
+    return lines + [f"note: {n}" for n in report["notes"]]
 
 
 def qonnx_agreement(model, net: Network, pixels, *, input_scale: float = 1 / 255, batch: int = 512) -> dict:
