@@ -751,19 +751,12 @@ def _fit_thresholds(r, b_star, fmt, qlo, qhi, relu, mode, acc_lo, acc_hi, bits):
         T = np.where(levels <= qlo, -np.inf, np.where(levels > qhi, np.inf,
                                                       _real_thresholds(rc, b_star[c] * rc, levels, mode)))
         T = np.clip(T, lo_a, hi_a + 1).astype(np.int64)  # thresholds outside the reachable range: any beyond it
-        sol = _search(rc, b_star[c], levels, T, lo_a, hi_a, limit, fmt, relu)
-        if sol is None:
-            from ..quant.core import multiplier_shift
-
-            # the nearest ratio, and of the two biases around b* the one missing fewer thresholds
-            m, s, err = multiplier_shift(np.array([rc]), bits)
-            cands = [(int(m[0]), int(s[0]), b) for b in (math.floor(b_star[c]), math.ceil(b_star[c]))]
-            sol = min(cands, key=lambda q: _misses(*q, levels, T, lo_a, hi_a, fmt, relu))
-            missed += _misses(*sol, levels, T, lo_a, hi_a, fmt, relu)
-            exact = False
-            worst = max(worst, err)
-        else:
-            worst = max(worst, abs(sol[0] / 2.0 ** sol[1] - rc) / rc)
+        sol, misses = _search(rc, b_star[c], levels, T, lo_a, hi_a, limit, fmt, relu)
+        if sol is None:  # a ratio beyond any multiplier of these bits
+            raise ModelImportError(f"a requantization ratio {rc:.4g} needs more than {bits} multiplier bits")
+        missed += misses
+        exact = exact and misses == 0
+        worst = max(worst, abs(sol[0] / 2.0 ** sol[1] - rc) / rc)
         ms.append(sol[0])
         ss.append(sol[1])
         bs.append(sol[2])
@@ -789,40 +782,47 @@ def _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu) -> int:
     return int(np.sum(y != want))
 
 
-def _matches(m, s, b, levels, T, lo_a, hi_a, fmt, relu) -> bool:
-    return _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu) == 0
+def _level_bounds(s: int, b: int, levels, T, lo_a: int, hi_a: int, limit: int):
+    """Per level ``k``, the multipliers ``[L, U]`` with which ``round_half_up((acc + b)·m / 2^s)`` steps to
+    ``k`` exactly at the real threshold ``T_k``: acc = T reaches it, acc = T − 1 does not."""
+    num = (levels - 0.5) * 2.0 ** s
+    lo = np.ones(len(levels))
+    hi = np.full(len(levels), float(limit))
+    reach = T <= hi_a  # (T + b)·m ≥ num
+    v = (T + b).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.where(reach & (v > 0), np.maximum(lo, np.ceil(num / v)), lo)
+        hi = np.where(reach & (v < 0), np.minimum(hi, np.floor(num / v)), hi)
+        hi = np.where(reach & (v == 0) & (num > 0), 0, hi)
+        stay = T > lo_a  # (T − 1 + b)·m < num
+        v = (T - 1 + b).astype(np.float64)
+        hi = np.where(stay & (v > 0), np.minimum(hi, np.ceil(num / v) - 1), hi)
+        lo = np.where(stay & (v < 0), np.maximum(lo, np.floor(num / v) + 1), lo)
+        hi = np.where(stay & (v == 0) & (num <= 0), 0, hi)
+    return lo, hi
 
 
 def _search(r, b_star, levels, T, lo_a, hi_a, limit, fmt, relu):
-    """The widest ``m ≤ limit`` (largest shift) and an integer bias near ``b_star`` matching every threshold."""
-    s_top = min(MAX_SHIFT, int(math.floor(math.log2(limit / r)))) if r > 0 else MAX_SHIFT
+    """``((m, s, b), misses)``: the widest ``m ≤ limit`` (largest shift) and an integer bias near ``b_star``
+    reproducing every threshold (misses 0), else the triple missing the fewest."""
+    s_top = min(MAX_SHIFT, int(math.floor(math.log2(limit / r))))
     b0 = int(np.round(b_star))
+    best, best_misses = None, None
     for s in range(s_top, -1, -1):
+        ideal = r * 2.0 ** s
         for b in (b0, b0 - 1, b0 + 1, b0 - 2, b0 + 2):
-            # the integer requantizer reaches level k where (acc + b)·m + 2^(s−1) ≥ k·2^s
-            # each real threshold T_k bounds m from both sides; take the m nearest r·2^s within all bounds
-            lo_m, hi_m = 1.0, float(limit)
-            for k, t in zip(levels, T):
-                num = (k - 0.5) * 2.0 ** s
-                if t <= hi_a:  # acc = T reaches level k: (T + b)·m ≥ num
-                    v = t + b
-                    if v > 0:
-                        lo_m = max(lo_m, num / v)
-                    elif v < 0:
-                        hi_m = min(hi_m, num / v)
-                if t > lo_a:  # acc = T − 1 stays below it: (T − 1 + b)·m < num
-                    v = t - 1 + b
-                    if v > 0:
-                        hi_m = min(hi_m, num / v)
-                    elif v < 0:
-                        lo_m = max(lo_m, num / v)
-            if lo_m > hi_m + 1:
-                continue
-            m = int(np.clip(np.round(r * 2.0 ** s), math.ceil(lo_m), max(math.ceil(lo_m), math.floor(hi_m))))
-            for cand in (m, m - 1, m + 1):
-                if 1 <= cand <= limit and _matches(cand, s, b, levels, T, lo_a, hi_a, fmt, relu):
-                    return cand, s, b
-    return None
+            lo, hi = _level_bounds(s, b, levels, T, lo_a, hi_a, limit)
+            # the m inside the most levels' bounds (an optimum sits on a lower bound), nearest the real ratio
+            cands = np.unique(np.clip(np.concatenate([lo, [np.round(ideal)]]), 1, limit))
+            inside = ((lo[None, :] <= cands[:, None]) & (cands[:, None] <= hi[None, :])).sum(1)
+            order = np.lexsort((np.abs(cands - ideal), -inside))
+            m = int(cands[order[0]])
+            misses = _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu)
+            if misses == 0:
+                return (m, s, b), 0
+            if best_misses is None or misses < best_misses:
+                best, best_misses = (m, s, b), misses
+    return best, best_misses
 
 
 def _find_transform(codes: np.ndarray) -> InputTransform | None:
