@@ -285,3 +285,133 @@ def test_network_round_trips_through_its_file(exported, tmp_path):
     assert back.metadata["output_scale"] == report["output_scale"] and back.metadata["source"] == "qonnx"
     x = DIGITS.x_test[:20]
     assert np.array_equal(run_network(back, x, raw_pixels=True).logits, run_network(net, x, raw_pixels=True).logits)
+
+
+# ---- hand-built QONNX graphs: rounding modes, signed outputs, flipped channels, trailing ops ----------
+class Graph:
+    """A QONNX graph written node by node (Quant nodes in qonnx's domain), flat input [1, 64]."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.count = [], [], 0
+
+    def name(self, prefix="t"):
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def const(self, value):
+        name = self.name("c")
+        self.inits.append(onnx.numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def node(self, op, inputs, domain="", **attrs):
+        out = self.name()
+        self.nodes.append(onnx.helper.make_node(op, inputs, [out], name=f"{op}_{self.count}", domain=domain, **attrs))
+        return out
+
+    def quant(self, x, scale, bits, *, signed=True, narrow=False, mode="ROUND"):
+        return self.node("Quant", [x, self.const(scale), self.const(0.0), self.const(float(bits))],
+                         domain="qonnx.custom_op.general", signed=int(signed), narrow=int(narrow), rounding_mode=mode)
+
+    def weights(self, codes, scale, bits=4, narrow=True):
+        """A Quant on a [in, out] MatMul weight initializer holding exactly ``codes · scale``."""
+        return self.quant(self.const(np.asarray(codes, np.float64).T * scale), scale, bits, narrow=narrow)
+
+    def save(self, out, path):
+        graph = onnx.helper.make_graph(
+            self.nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+            [onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)], initializer=self.inits)
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13),
+                                                             onnx.helper.make_opsetid("qonnx.custom_op.general", 2)])
+        onnx.save(model, str(path))
+        return path
+
+
+def tie_mlp(path, *, mode="ROUND", signed=True, narrow=False, channel_mul=None, trailing_quant=False,
+            last_bn=False):
+    """x = pixel/256 → MatMul (codes ±1: acc = pixel_i − pixel_j) + integer bias → Quant with scale 32
+    accumulator steps (a tie whenever acc + bias ≡ 16 mod 32) → MatMul → logits: power-of-two scales."""
+    rng = np.random.default_rng(1)
+    w1 = np.zeros((16, 64))
+    for row in w1:
+        i, j = rng.choice(64, 2, replace=False)
+        row[i], row[j] = 1, -1
+    s_acc = 2.0 ** -8 * 2.0 ** -3
+    g = Graph()
+    h = g.node("MatMul", ["x", g.weights(w1, 2.0 ** -3)])
+    h = g.node("Add", [h, g.const(rng.integers(-20, 21, 16) * s_acc)])
+    if channel_mul is not None:
+        h = g.node("Mul", [h, g.const(channel_mul)])
+    h = g.quant(h, 32 * s_acc, 4, signed=signed, narrow=narrow, mode=mode)
+    out = g.node("MatMul", [h, g.weights(rng.integers(-7, 8, (10, 16)), 2.0 ** -2)])
+    if trailing_quant:
+        out = g.quant(out, 2.0 ** -3, 8)
+    if last_bn:
+        out = g.node("BatchNormalization", [out, g.const(rng.uniform(0.5, 2, 10)), g.const(rng.normal(0, 1, 10)),
+                                            g.const(np.zeros(10)), g.const(np.ones(10))], epsilon=1e-5)
+    return g.save(out, path)
+
+
+@pytest.mark.parametrize("mode, signed, narrow, requant", [
+    ("ROUND", True, False, "shift"),  # half-even ties, the format's whole range: the shift itself
+    ("FLOOR", True, False, "shift"),
+    ("HALF_UP", False, False, "shift"),  # unsigned: ties only at ≥ 0, where qonnx and lowbit both round up
+    ("HALF_UP", True, False, "multiplier"),  # negative ties round away from zero in qonnx: thresholds fitted
+])
+def test_rounding_modes_and_signed_outputs_are_exact(tmp_path, mode, signed, narrow, requant):
+    path = tie_mlp(tmp_path / "ties.onnx", mode=mode, signed=signed, narrow=narrow)
+    net, report = import_qonnx(path, input_scale=1 / 256)
+    assert report["exact"] is True and report["layers"][0]["requant"] == requant, report["layers"][0]
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=1 / 256)
+    assert agreement["logits_exact"] == 1.0 and agreement["max_abs_diff"] == 0.0, agreement
+
+
+def test_narrow_activation_range_is_reported(tmp_path):
+    # a signed narrow Quant clips at −7; lowbit's s4 clips at −8, which these accumulators reach
+    path = tie_mlp(tmp_path / "narrow.onnx", narrow=True)
+    net, report = import_qonnx(path, input_scale=1 / 256)
+    first = report["layers"][0]
+    assert first["exact"] is False and first["narrow_range_reached"] is True
+    assert any("the narrow range -7..7 of Quant_" in note for note in report["notes"])
+
+
+def test_negative_channel_scales_flip_weights(tmp_path):
+    mul = np.where(np.arange(16) % 3 == 0, -0.5, 0.25)  # a negative scale: the multiplier cannot be negative
+    path = tie_mlp(tmp_path / "flip.onnx", channel_mul=mul)
+    net, report = import_qonnx(path, input_scale=1 / 256)
+    first = report["layers"][0]
+    assert first["flipped_channels"] == 6 and first["exact"] is True
+    assert net.layers[0].requant.shift.shape == (16,)  # two ratios: a shift per channel
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=1 / 256)
+    assert agreement["logits_exact"] == 1.0, agreement
+
+
+def test_trailing_quant_becomes_the_last_requantizer(tmp_path):
+    path = tie_mlp(tmp_path / "trailing.onnx", trailing_quant=True)
+    net, report = import_qonnx(path, input_scale=1 / 256)
+    assert str(net.layers[-1].requant.out_format) == "s8" and report["output_scale"] == 2.0 ** -3
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=1 / 256)
+    assert agreement["logits_exact"] == 1.0, agreement
+
+
+def test_batchnorm_after_the_last_layer_records_per_output_scales(tmp_path):
+    path = tie_mlp(tmp_path / "last_bn.onnx", last_bn=True)
+    net, report = import_qonnx(path, input_scale=1 / 256)
+    assert isinstance(net.metadata["output_scale"], list) and len(net.metadata["output_scale"]) == 10
+    assert report["exact"] is False and any("a scale per output" in n for n in report["notes"])
+    agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=1 / 256)
+    assert agreement["max_abs_diff"] <= 0.5 + 1e-3, agreement  # only the bias rounding: half a step at most
+
+
+def test_unsupported_rounding_and_ops_are_refused(tmp_path):
+    g = Graph()
+    h = g.node("MatMul", ["x", g.weights(np.eye(16, 64), 0.5)])
+    h = g.quant(h, 0.25, 4, mode="CEIL")
+    with pytest.raises(ModelImportError, match=r"node 'Quant_\d+' \(Quant\): rounding_mode CEIL is not supported "
+                                               r"for activations \(supported: ROUND, HALF_EVEN, HALF_UP, FLOOR\)"):
+        import_qonnx(g.save(h, tmp_path / "ceil.onnx"))
+    g = Graph()
+    h = g.node("MatMul", ["x", g.weights(np.eye(10, 64), 0.5)])
+    h = g.node("Softmax", [h], axis=1)
+    with pytest.raises(ModelImportError, match=r"node 'Softmax_\d+' \(Softmax\): op Softmax is not supported "
+                                               r"\(supported ops: Quant, BipolarQuant"):
+        import_qonnx(g.save(h, tmp_path / "softmax.onnx"))

@@ -627,7 +627,10 @@ class _Reader:
         layer = self._make(pend, bias, rq)
         self.report_layers.append(self._layer_report(pend, layer.name, out_format=str(fmt), act_scale=s_out,
                                                      flipped_channels=flipped, **info))
-        if not info["exact"]:
+        if info.get("narrow_range_reached"):
+            self.notes.append(f"{layer.name} ({pend.node.name}): the narrow range {qlo}..{qhi} of {node.name} has no "
+                              f"lowbit format: accumulators beyond it give {fmt}'s end codes")
+        elif not info["exact"]:
             self.notes.append(f"{layer.name} ({pend.node.name}): no multiplier of ≤ {self.multiplier_bits} bits "
                               f"reproduces the requantization exactly; the nearest is used (relative scale error "
                               f"≤ {info['max_rel_scale_error']:.2e})")
@@ -697,7 +700,13 @@ def _dyadic(r: np.ndarray, bits: int):
 
 def _pack(m, s):
     """Scalars when every channel agrees; no multiplier when every m is 1."""
-    m, s = np.asarray(m, np.int64), np.asarray(s, np.int64)
+    m, s = np.asarray(m, np.int64).copy(), np.asarray(s, np.int64).copy()
+    while True:  # m/2^s in lowest terms: a power-of-two m is a shift
+        even = (m % 2 == 0) & (s > 0) & (m > 0)
+        if not even.any():
+            break
+        m[even] //= 2
+        s[even] -= 1
     s_out = np.int64(s[0]) if np.all(s == s[0]) else s
     if np.all(m == 1):
         return None, s_out
@@ -740,20 +749,24 @@ def _real_thresholds(r, c0, k, mode):
 
 def _fit_thresholds(r, b_star, fmt, qlo, qhi, relu, mode, acc_lo, acc_hi, bits):
     """Per channel ``(m, s, bias)`` whose half-up requantizer equals the real one at every threshold."""
-    lo_f = max(fmt.min, 0) if relu else fmt.min
-    levels = np.arange(lo_f + 1, fmt.max + 1)
+    # the levels the source's staircase climbs; a narrow range's missing end (−2^(b−1), or 2^b − 1) is a clip
+    # lowbit's formats do not have: checked afterwards at the ends of the accumulator range
+    levels = np.arange(qlo + 1, qhi + 1)
     limit = (1 << bits) - 1
     ms, ss, bs = [], [], []
     exact = True
-    worst, missed = 0.0, 0
+    worst, missed, narrow_missed = 0.0, 0, False
     for c in range(len(r)):
         rc, lo_a, hi_a = float(r[c]), int(acc_lo[c]), int(acc_hi[c])
-        T = np.where(levels <= qlo, -np.inf, np.where(levels > qhi, np.inf,
-                                                      _real_thresholds(rc, b_star[c] * rc, levels, mode)))
+        T = _real_thresholds(rc, b_star[c] * rc, levels, mode)
         T = np.clip(T, lo_a, hi_a + 1).astype(np.int64)  # thresholds outside the reachable range: any beyond it
         sol, misses = _search(rc, b_star[c], levels, T, lo_a, hi_a, limit, fmt, relu)
         if sol is None:  # a ratio beyond any multiplier of these bits
             raise ModelImportError(f"a requantization ratio {rc:.4g} needs more than {bits} multiplier bits")
+        ends = requantize(np.array([lo_a, hi_a]) + sol[2], RequantParams(fmt, sol[1], sol[0], "half_up", relu))
+        if ends[0] < qlo or ends[1] > qhi:  # reaches a code the source's narrow range never gives
+            misses += 1
+            narrow_missed = True
         missed += misses
         exact = exact and misses == 0
         worst = max(worst, abs(sol[0] / 2.0 ** sol[1] - rc) / rc)
@@ -768,7 +781,8 @@ def _fit_thresholds(r, b_star, fmt, qlo, qhi, relu, mode, acc_lo, acc_hi, bits):
                                                                   <= _REL * np.maximum(1.0, np.abs(b_star)))),
                                         "max_rel_scale_error": float(worst),
                                         "max_bias_error": float(np.max(np.abs(np.array(bs) - b_star))),
-                                        "thresholds_missed": int(missed), "thresholds": int(len(r) * len(levels))}
+                                        "thresholds_missed": int(missed), "thresholds": int(len(r) * len(levels)),
+                                        "narrow_range_reached": narrow_missed}
 
 
 def _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu) -> int:
