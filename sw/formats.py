@@ -190,6 +190,17 @@ class IntFormat:
             )
         return v
 
+    @property
+    def qonnx_datatype(self) -> str:
+        """The QONNX ``DataType`` name of this format: ``INTn``, ``UINTn`` (``u1`` is ``BINARY``, qonnx's
+        name for it), ``BIPOLAR``, ``TERNARY``. QONNX has no power-of-two type: ``pow2_N`` maps to the
+        narrowest ``INTn`` holding its values (``pow2_4``, 0 and ±1..±64: ``INT8``), a superset."""
+        if self.kind in (Kind.BIPOLAR, Kind.TERNARY):
+            return self.kind.name
+        if self.kind is Kind.UNSIGNED:
+            return "BINARY" if self.bits == 1 else f"UINT{self.bits}"
+        return f"INT{signed_bits_for_range(self.min, self.max)}"  # signed: its bits; pow2: its range
+
     def describe_range(self) -> str:
         if self.kind is Kind.BIPOLAR:
             return "{-1, +1}"
