@@ -159,6 +159,10 @@ def test_pow2_cnn_is_exact(exported):
     agreement = qonnx_agreement(path, net, DIGITS.x_test, input_scale=scale)
     assert agreement["logits_exact"] == 1.0 and agreement["max_abs_diff"] == 0.0, agreement
     assert agreement["class_agreement"] == 1.0
+    # a ModelProto or the file's bytes give the same network
+    for source in (onnx.load(str(path)), path.read_bytes()):
+        again, _ = import_qonnx(source, input_scale=scale, name=net.name)
+        assert again.to_header()["layers"] == net.to_header()["layers"]
 
 
 def test_binary_mlp_thresholds_are_exact(exported):

@@ -631,9 +631,11 @@ class _Reader:
             self.notes.append(f"{layer.name} ({pend.node.name}): the narrow range {qlo}..{qhi} of {node.name} has no "
                               f"lowbit format: accumulators beyond it give {fmt}'s end codes")
         elif not info["exact"]:
+            why = " (batch-norm shifts are not whole accumulator steps)" if pend.batchnorm else ""
             self.notes.append(f"{layer.name} ({pend.node.name}): no multiplier of ≤ {self.multiplier_bits} bits "
-                              f"reproduces the requantization exactly; the nearest is used (relative scale error "
-                              f"≤ {info['max_rel_scale_error']:.2e})")
+                              f"with an integer bias reproduces every threshold{why}; the one missing fewest is "
+                              f"used: {info['thresholds_missed']} of {info['thresholds']} thresholds one accumulator "
+                              f"step off, effective scale within {info['max_rel_scale_error']:.2e} (relative)")
         shape = pend.out_shape
         return _Codes(fmt, s_out, shape)
 
