@@ -20,7 +20,7 @@ import brevitas.nn as qnn  # noqa: E402
 from brevitas.export import export_qonnx  # noqa: E402
 from brevitas.inject.enum import ScalingImplType  # noqa: E402
 from brevitas.quant import (Int8WeightPerChannelFloat, Int8WeightPerTensorFixedPoint, Int16Bias,  # noqa: E402
-                            Uint8ActPerTensorFixedPoint)  # noqa: E402
+                            Int32Bias, Uint8ActPerTensorFixedPoint)  # noqa: E402
 from brevitas.quant.binary import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst  # noqa: E402
 
 DIGITS = load_dataset("digits")
@@ -73,8 +73,8 @@ def binary_mlp():
 
 
 def per_channel_cnn():
-    """(d) float per-channel weight scales, integer biases in the accumulator scale (Int16Bias), no BN."""
-    w = dict(weight_quant=Int8WeightPerChannelFloat, weight_bit_width=4, bias=True, bias_quant=Int16Bias)
+    """(d) float per-channel weight scales, integer biases in the accumulator scale (Int32Bias), no BN."""
+    w = dict(weight_quant=Int8WeightPerChannelFloat, weight_bit_width=4, bias=True, bias_quant=Int32Bias)
     act = dict(bit_width=4, return_quant_tensor=True)
     return nn.Sequential(
         qnn.QuantIdentity(act_quant=FixedInput, bit_width=8, return_quant_tensor=True),

@@ -113,7 +113,7 @@ class _Param:
 
     codes: np.ndarray
     scale: np.ndarray
-    fmt: IntFormat
+    fmt: IntFormat | None  # None: wider than any lowbit format (a 32-bit bias)
 
     @property
     def real(self) -> np.ndarray:
@@ -217,7 +217,7 @@ class _Reader:
         init = self.m.get_initializer(name)
         return None if init is None else np.asarray(init, np.float64)
 
-    def quant_args(self, node):
+    def quant_args(self, node, max_bits: int = 16):
         """``(scale array float32, bits, signed, narrow, rounding_mode)`` of a Quant; zero point must be 0."""
         a = _attrs(node)
         scale = self.const(node.input[1])
@@ -229,8 +229,8 @@ class _Reader:
             raise _fail(node, f"zero point {np.asarray(zp).ravel()[:4].tolist()} is not 0: lowbit's formats are "
                               "symmetric (zero point 0)")
         b = float(np.asarray(bits).reshape(-1)[0])
-        if np.asarray(bits).size != 1 or b != int(b) or not 1 <= b <= 16:
-            raise _fail(node, f"bit width {np.asarray(bits).ravel().tolist()} must be one integer in 1..16")
+        if np.asarray(bits).size != 1 or b != int(b) or not 1 <= b <= max_bits:
+            raise _fail(node, f"bit width {np.asarray(bits).ravel().tolist()} must be one integer in 1..{max_bits}")
         scale = np.asarray(scale, np.float32)
         if np.any(~np.isfinite(scale)) or np.any(scale <= 0):
             raise _fail(node, "its scale must be positive and finite")
@@ -258,16 +258,20 @@ class _Reader:
             scale = self.bipolar_scale(node)
             codes = np.where(data >= 0, 1.0, -1.0)
             return _Param(codes, np.broadcast_to(scale.astype(np.float64), data.shape).copy(), IntFormat.bipolar())
-        scale, bits, signed, narrow, mode = self.quant_args(node)
+        scale, bits, signed, narrow, mode = self.quant_args(node, max_bits=32)  # biases: Int32Bias
         try:
             codes = self.int_quant_codes(data, scale, bits, signed, narrow, mode)
         except ValueError as e:  # an unknown rounding mode
             raise _fail(node, str(e)) from None
-        fmt = IntFormat.bipolar() if bits == 1 and signed else _int_format(node, signed, bits)
+        # a constant wider than lowbit's formats can still be a bias (real values); never weights
+        fmt = IntFormat.bipolar() if bits == 1 and signed else (
+            _int_format(node, signed, bits) if bits <= 16 else None)
         return _Param(codes, np.broadcast_to(scale.astype(np.float64), data.shape).copy(), fmt)
 
     def weights_of(self, node, name) -> _Param:
         if name in self.params:
+            if self.params[name].fmt is None:
+                raise _fail(node, f"its weights {name!r} have more than 16 bits (lowbit's widest weight format)")
             return self.params[name]
         if self.m.get_initializer(name) is not None:
             raise _fail(node, f"its weights {name!r} are float (no Quant node): this importer takes quantized "
