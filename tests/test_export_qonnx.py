@@ -1,0 +1,188 @@
+"""lowbit's integer IR → QONNX: qonnx's own executor reproduces the golden model on every output.
+
+Networks come from lowbit's quantizers (a tfc MLP and the cnn_digits CNN, one epoch on digits)
+and from :mod:`lowbit.sw.randnet` (every rounding, per-channel multipliers, signed, ternary,
+bipolar and pow2 formats); each file passes ``onnx.checker`` and is run by
+``qonnx.core.onnx_exec.execute_onnx`` (through :func:`qonnx_outputs`) on the 359 digits test
+images or 1,000 random uint8 images, compared with :func:`run_network`'s integer logits exactly.
+The rounding cases assert that exact ties (negative ones too) occur, so the tie rules are tested,
+not only argued.
+"""
+
+import numpy as np
+import onnx
+import pytest
+
+from lowbit.sw.datasets import load_dataset
+from lowbit.sw.export_qonnx import export_qonnx, qonnx_outputs
+from lowbit.sw.formats import parse_format
+from lowbit.sw.golden import run_network
+from lowbit.sw.ir import Conv2dLayer, DenseLayer, InputTransform, Network
+from lowbit.sw.quant import quantize
+from lowbit.sw.randnet import random_cnn, random_network
+from lowbit.sw.requant import RequantParams
+from lowbit.sw.train import train_preset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    return {p: train_preset(p, digits, epochs=1, seed=0, progress=False)[0] for p in ("tfc", "cnn_digits")}
+
+
+def random_pixels(net, n=1000, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, net.in_features), dtype=np.uint8)
+
+
+def roundtrip(net, pixels, path):
+    """Export ``net``, check the file, and return (summary, qonnx's outputs, the golden logits)."""
+    summary = export_qonnx(net, path)
+    onnx.checker.check_model(onnx.load(str(path)))
+    theirs = qonnx_outputs(path, pixels)
+    ours = run_network(net, pixels, raw_pixels=True, keep="logits").logits
+    return summary, theirs, ours
+
+
+def exact_ties(net, pixels):
+    """Per layer with a shift: how many ``(acc + bias)·m`` lie exactly halfway, and how many of those are negative."""
+    res = run_network(net, pixels, raw_pixels=True)
+    out = []
+    for layer, acc in zip(net.layers, res.accumulators):
+        rq = getattr(layer, "requant", None)
+        if rq is None or acc is None:
+            continue
+        m, s = rq.per_channel(acc.shape[-1])
+        v = acc * m
+        tie = (s > 0) & ((v & ((1 << s) - 1)) == (1 << s >> 1))
+        out.append((int(tie.sum()), int((tie & (v < 0)).sum())))
+    return out
+
+
+# (preset, method, weight bits, act bits, options, ops the export must use)
+QUANTIZED = [
+    ("tfc", "pow2", 4, 4, {}, {"Quant", "MatMul"}),
+    ("cnn_digits", "pow2", 4, 4, {}, {"Conv", "MaxPool", "Flatten", "MatMul"}),
+    ("cnn_digits", "scaled", 4, 4, {"granularity": "channel"}, {"Conv", "Mul"}),
+    ("tfc", "scaled", 4, 4, {"granularity": "layer"}, {"Mul"}),
+    ("cnn_digits", "ternary", 2, 4, {"cluster": 4}, {"Conv"}),
+    ("tfc", "binary", 1, 1, {}, {"BipolarQuant"}),
+    ("cnn_digits", "binary", 1, 1, {}, {"BipolarQuant", "Pad"}),
+    ("cnn_digits", "dfp", 8, 8, {}, {"Conv"}),
+]
+
+
+@pytest.mark.parametrize("preset,method,wb,ab,opts,ops", QUANTIZED,
+                         ids=[f"{c[0]}-{c[1]}-w{c[2]}a{c[3]}" for c in QUANTIZED])
+def test_quantized_network_runs_in_qonnx_equal_to_the_golden_model(models, digits, tmp_path, preset, method, wb,
+                                                                   ab, opts, ops):
+    net = quantize(models[preset], method, wb, ab, digits.x_train[:500], progress=False, **opts)
+    summary, theirs, ours = roundtrip(net, digits.x_test, tmp_path / "net.onnx")
+    assert theirs.shape == ours.shape == (359, 10)
+    assert np.array_equal(theirs, ours)  # integer logits, every output of every image
+    assert ops <= set(summary["ops"])
+    assert summary["input"]["shape"] == ([1, 64] if preset == "tfc" else [1, 1, 8, 8])
+    assert summary["output"] == {"name": "logits", "shape": [1, 10], "dtype": "float32"}
+    if method == "binary":  # the bipolar input threshold and bipolar activations, with its ±1 weights
+        assert net.input.kind == "threshold" and net.layers[0].weight_format.kind.value == "bipolar"
+
+
+def test_a_thousand_images_equal_on_every_output(models, digits, tmp_path):
+    """The issue's target: the round trip on 1,000 images is equal on every output (the digits test set
+    and random uint8 images), with qonnx's executor run on the whole batch in one call."""
+    net = quantize(models["cnn_digits"], "scaled", 4, 4, digits.x_train[:500], progress=False)
+    px = np.concatenate([digits.x_test, random_pixels(net, 1000 - len(digits.x_test))])
+    _, theirs, ours = roundtrip(net, px, tmp_path / "net.onnx")
+    assert theirs.shape == ours.shape == (1000, 10)
+    assert np.array_equal(theirs, ours)
+    assert np.array_equal(qonnx_outputs(tmp_path / "net.onnx", px, chunk=300), theirs)  # chunking changes nothing
+
+
+RANDOM = [  # (weight format, activation format, rounding, multiplier, per channel)
+    ("s4", "u4", "floor", False, True),
+    ("s4", "u4", "half_up", True, True),
+    ("s4", "u4", "half_even", True, False),
+    ("s3", "s4", "half_up", True, True),  # signed activations: the offset input transform
+    ("ternary", "u4", "half_even", True, True),
+    ("bipolar", "bipolar", "half_up", False, True),
+    ("bipolar", "bipolar", "half_even", True, True),
+    ("pow2_4", "u3", "half_even", False, True),
+]
+
+
+@pytest.mark.parametrize("wf,af,rounding,mult,per_channel", RANDOM, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in RANDOM])
+def test_random_networks_every_rounding(tmp_path, wf, af, rounding, mult, per_channel):
+    kw = dict(rounding=rounding, multiplier=mult, per_channel=per_channel, seed=3)
+    for net in (random_network([64, 48, 32, 10], wf, af, **kw),
+                random_cnn((8, 8, 1), ("8C3", "MP2", "12C3p1", "10"), wf, af, **kw)):
+        px = random_pixels(net, 600)
+        _, theirs, ours = roundtrip(net, px, tmp_path / f"{net.name}.onnx")
+        assert np.array_equal(theirs, ours), net.describe()
+        if rounding != "floor":
+            ties = exact_ties(net, px)
+            assert sum(t for t, _ in ties) > 0 and sum(neg for _, neg in ties) > 0, ties
+
+
+def test_wide_dense_layers_compute_in_float64(tmp_path):
+    """s16 weights on u16 inputs with multipliers: (acc + bias)·m reaches ~2^40, past float32's 2^24."""
+    net = random_network([64, 40, 10], "s16", "u16", rounding="half_up", multiplier=True, seed=1)
+    _, theirs, ours = roundtrip(net, random_pixels(net), tmp_path / "wide.onnx")
+    summary = export_qonnx(net, tmp_path / "wide.onnx")
+    assert summary["float_types"] == {"fc0": "float64", "fc1": "float64"} and "Cast" in summary["ops"]
+    assert summary["output"]["dtype"] == "float64"
+    assert np.abs(ours).max() > 2 ** 24 and np.array_equal(theirs, ours)
+
+
+def test_datatype_annotations(models, digits, tmp_path):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    net = quantize(models["cnn_digits"], "pow2", 4, 4, digits.x_train[:500], progress=False)
+    export_qonnx(net, tmp_path / "net.onnx")
+    m = ModelWrapper(str(tmp_path / "net.onnx"))
+    conv = net.layers[0]
+    assert m.get_tensor_datatype("pixels").name == "UINT8"
+    assert m.get_tensor_datatype("l0_conv0_weights").name == conv.weight_format.qonnx_datatype == "INT4"
+    assert m.get_tensor_datatype("l0_conv0_out").name == "UINT4"
+    assert m.get_tensor_datatype("l0_conv0_acc").name == f"INT{conv.acc_bits}"
+    assert np.array_equal(m.get_initializer("l0_conv0_weights"), conv.weights.transpose(0, 3, 1, 2))
+
+
+def test_qonnx_datatype_names_are_qonnx_datatypes():
+    from qonnx.core.datatype import DataType
+
+    for text, name in [("s4", "INT4"), ("u3", "UINT3"), ("u1", "BINARY"), ("bipolar", "BIPOLAR"),
+                       ("ternary", "TERNARY"), ("s16", "INT16"), ("pow2_4", "INT8"), ("pow2_2", "INT2")]:
+        fmt = parse_format(text)
+        assert fmt.qonnx_datatype == name and DataType[name].name == name
+        if fmt.kind.value != "pow2":  # one-to-one: the same range
+            assert (DataType[name].min(), DataType[name].max()) == (fmt.min, fmt.max)
+        else:  # the narrowest INT holding the powers of two
+            assert DataType[name].allowed(fmt.max) and DataType[name].allowed(fmt.min)
+
+
+def test_a_layer_that_cannot_be_exact_is_refused_and_nothing_is_written(tmp_path):
+    rq = RequantParams("u4", shift=30, multiplier=65535)
+    # onnxruntime's Conv is float32 only: an accumulator bound of 9·32767·65535 ≈ 2^34 cannot be exact
+    conv = Conv2dLayer(np.full((2, 3, 3, 1), 32767), "s16", "u16", None, rq, "conv0", in_shape=(4, 4, 1))
+    fc = DenseLayer(np.ones((3, 8)), "s2", "u4", None, None, "fc1")
+    net = Network([conv, fc], InputTransform("shift", 0))
+    with pytest.raises(ValueError, match=r"layer 0 \(conv0\): the accumulator range reaches ±19326468105 "
+                                         r"\(about 2\^34\.2\).*below 2\^24 \(float32; onnxruntime has no float64 Conv\)"):
+        export_qonnx(net, tmp_path / "conv.onnx")
+    # a dense layer computes in float64, up to 2^53: (acc + bias)·m ≈ 2^41 · 2^16 is past it
+    dense = DenseLayer(np.full((4, 1024), 32767), "s16", "u16", None, RequantParams("u4", shift=48, multiplier=65535),
+                       "big")
+    net = Network([dense, DenseLayer(np.ones((2, 4)), "s2", "u4", None, None, "out")])
+    with pytest.raises(ValueError, match=r"layer 0 \(big\): \(acc \+ bias\)·multiplier reaches .* below 2\^53"):
+        export_qonnx(net, tmp_path / "dense.onnx")
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left behind
+
+
+def test_pixels_of_the_wrong_size_are_refused(tmp_path):
+    net = random_network([64, 10], "s4", "u4")
+    export_qonnx(net, tmp_path / "n.onnx")
+    with pytest.raises(ValueError, match=r"pixels have 63 features per image, the model takes 64"):
+        qonnx_outputs(tmp_path / "n.onnx", np.zeros((2, 63), np.uint8))
