@@ -349,7 +349,7 @@ class _Reader:
             return _Raw((int(np.prod(state.shape)),), state.ops, state.shape if len(state.shape) == 3 else state.chw)
         if op in ("Mul", "Add", "Sub", "Div"):
             const = [i for i in node.input if self.const(i) is not None]
-            reversed_op = op in ("Sub", "Div") and node.input[0] == const[0]  # c − x, c / x
+            reversed_op = op in ("Sub", "Div") and bool(const) and node.input[0] == const[0]  # c − x, c / x
             if len(const) != 1 or self.const(const[0]).size != 1 or reversed_op:
                 raise _fail(node, "before the input Quant only x·c, x+c, x−c and x/c with one constant c are "
                                   "supported")
@@ -377,7 +377,10 @@ class _Reader:
             fmt = IntFormat.bipolar()
         else:
             scale, bits, signed, narrow, mode = self.quant_args(node)
-            codes = self.int_quant_codes(x, scale, bits, signed, narrow, mode).astype(np.int64)
+            try:
+                codes = self.int_quant_codes(x, scale, bits, signed, narrow, mode).astype(np.int64)
+            except ValueError as e:  # an unknown rounding mode
+                raise _fail(node, str(e)) from None
             fmt = IntFormat.bipolar() if bits == 1 and signed else None
         if scale.size != 1:
             raise _fail(node, "the input Quant must have one scale for the whole tensor")
@@ -389,8 +392,7 @@ class _Reader:
             raise _fail(node, f"its codes round(pixel·{self.input_scale:g}{desc} / {s:g}) are no lowbit input "
                               f"transform (pixel >> k, (pixel >> k) − a, or pixel ≥ t → ±1) on all 256 pixel "
                               f"values (e.g. pixel {bad} → code {int(codes[bad])}); input scale "
-                              f"{self.input_scale:g}, "
-                              f"Quant scale {s:g}")
+                              f"{self.input_scale:g}, Quant scale {s:g}")
         if fmt is None:
             lo, hi = int(codes.min()), int(codes.max())
             fmt = IntFormat.unsigned(max(1, hi.bit_length())) if lo >= 0 else IntFormat.signed(
@@ -482,7 +484,7 @@ class _Reader:
                 raise _fail(node, "arithmetic after the Relu (before its Quant) is not supported")
             c = self.const(const[0])
             if op in ("Sub", "Div") and node.input[0] == const[0]:
-                raise _fail(node, f"a constant {op.lower()}ided by/from the accumulator is not supported")
+                raise _fail(node, "a constant minus (or divided by) the accumulator is not supported")
             if op == "Add":
                 self.add_const(node, pend, c)
             elif op == "Sub":
@@ -623,7 +625,8 @@ class _Reader:
         r = pend.alpha / s_out
         b_star = pend.beta / pend.alpha
         relu = pend.relu or not signed
-        rq, bias, info = _direct(r, b_star, fmt, qlo, qhi, ACT_ROUNDING[real_mode], relu, real_mode, signed)
+        rq, bias, info = _direct(r, b_star, fmt, qlo, qhi, ACT_ROUNDING[real_mode], relu, real_mode, signed,
+                                 self.multiplier_bits)
         if rq is None:
             acc_lo, acc_hi = self._acc_bounds(pend)
             rq, bias, info = _fit_thresholds(r, b_star, fmt, qlo, qhi, relu, real_mode, acc_lo, acc_hi,
@@ -666,6 +669,9 @@ class _Reader:
     def finish_logits(self, pend: _Pending):
         if pend.relu:
             raise _fail(pend.node, "a Relu on the logits without a Quant is not supported")
+        flipped = self._flip(pend)  # a negative output scale: negated weights give the same real logits
+        if np.any(pend.alpha == 0):
+            raise _fail(pend.node, "an output with scale 0 (a constant logit) is not supported")
         alpha, b_star = pend.alpha, pend.beta / pend.alpha
         bias = np.round(b_star)
         bias_exact = bool(np.all(np.abs(bias - b_star) <= _REL * np.maximum(1.0, np.abs(b_star))))
@@ -680,7 +686,8 @@ class _Reader:
         layer = self._make(pend, bias, None)
         self.output_scale = float(alpha[0]) if per_tensor else alpha.tolist()
         self.report_layers.append(self._layer_report(pend, layer.name, out_format=None, requant=None,
-                                                     multiplier_bits=0, exact=bias_exact and per_tensor,
+                                                     flipped_channels=flipped, multiplier_bits=0,
+                                                     exact=bias_exact and per_tensor,
                                                      bias_exact=bias_exact, max_rel_scale_error=0.0,
                                                      output_scale=self.output_scale))
 
@@ -719,7 +726,7 @@ def _pack(m, s):
     return (np.int64(m[0]) if np.all(m == m[0]) else m), s_out
 
 
-def _direct(r, b_star, fmt, qlo, qhi, rounding, relu, mode, signed):
+def _direct(r, b_star, fmt, qlo, qhi, rounding, relu, mode, signed, bits):
     """The requantizer when the ratio is exactly ``m/2^s`` and the bias integral (qonnx's own rounding)."""
     bias = np.round(b_star)
     if not np.all(np.abs(bias - b_star) <= _REL * np.maximum(1.0, np.abs(b_star))):
@@ -729,7 +736,7 @@ def _direct(r, b_star, fmt, qlo, qhi, rounding, relu, mode, signed):
         return None, None, None  # a narrow range: lowbit clips at the format's ends
     if mode == "HALF_UP" and signed and not relu:
         return None, None, None  # qonnx's HALF_UP rounds negative ties away from zero, lowbit's up
-    found = _dyadic(r, MAX_MULTIPLIER_BITS)
+    found = _dyadic(r, bits)
     if found is None:
         return None, None, None
     m, s = _pack(*found)
