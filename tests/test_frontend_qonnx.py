@@ -419,3 +419,10 @@ def test_unsupported_rounding_and_ops_are_refused(tmp_path):
     with pytest.raises(ModelImportError, match=r"node 'Softmax_\d+' \(Softmax\): op Softmax is not supported "
                                                r"\(supported ops: Quant, BipolarQuant"):
         import_qonnx(g.save(h, tmp_path / "softmax.onnx"))
+    g = Graph()
+    h = g.quant(g.node("MatMul", ["x", g.weights(np.eye(16, 64), 0.5)]), 0.25, 8, signed=False)
+    h = g.node("Trunc", [h, g.const(0.25), g.const(0.0), g.const(8.0), g.const(1.0), g.const(6.0)],
+               domain="qonnx.custom_op.general", rounding_mode="FLOOR")
+    with pytest.raises(ModelImportError, match=r"node 'Trunc_\d+' \(Trunc\): op Trunc is not supported \(Brevitas "
+                                               r"writes it for a QuantAvgPool2d"):
+        import_qonnx(g.save(h, tmp_path / "trunc.onnx"))

@@ -312,7 +312,8 @@ class _Reader:
                 raise _fail(node, f"it must take the one computed tensor {current!r} (a chain of layers), "
                                   f"not {dynamic}")
             if node.op_type not in SUPPORTED_OPS or node.op_type == "Transpose":
-                extra = " (Trunc, as QuantAvgPool exports, is not supported)" if node.op_type == "Trunc" else ""
+                extra = (" (Brevitas writes it for a QuantAvgPool2d or a truncated accumulator; lowbit has neither)"
+                         if node.op_type == "Trunc" else "")
                 raise _fail(node, f"op {node.op_type} is not supported{extra}")
             state = self.step(node, state)
             current = node.output[0]
