@@ -23,8 +23,11 @@ this importer reads the codes and scales off the graph and writes the same arith
     ``m/2^s`` (``m`` of at most ``multiplier_bits`` bits, the widest that fits) and integer bias
     are searched that reproduce *every* threshold over the layer's whole accumulator range
     (checked level by level with :func:`~lowbit.sw.requant.requantize`) — exact too;
-  - when no such pair exists the nearest ``m/2^s`` and the rounded bias are used and the report
-    says so (``exact: false``, the worst relative scale error): never silently;
+  - when none exists — a float BN or float bias whose shift is not a whole number of accumulator
+    steps, which an integer bias cannot carry — the ``(m, s, bias)`` missing the fewest thresholds
+    (each one accumulator value off) is used and the report says so (``exact: false``, thresholds
+    missed, the worst relative scale error): never silently. A narrow activation range
+    (``−2^(b−1)+1..``) has no lowbit format: reported when the accumulators reach the extra code;
   - a ``BipolarQuant`` output is a sign: ``acc ≥ ⌈−β/α⌉``, an exact integer threshold in the bias.
 
   A negative ``α_c`` (negative BN scale) flips that channel's weights (the multiplier is
@@ -35,6 +38,11 @@ this importer reads the codes and scales off the graph and writes the same arith
 * **the last layer** emits raw accumulators: its output scale ``α`` (per tensor, or recorded per
   channel) is ``metadata["output_scale"]``: qonnx's logits ``= α · (lowbit's logits)``. A trailing
   ``Quant`` on the logits becomes the last layer's requantizer.
+* **biases** — float initializers or ``Quant``'d ones (Brevitas's ``Int16Bias``/``Int32Bias``, read
+  as real values): ``bias / α`` in accumulator steps, exact when a whole number within 1e-6.
+
+:func:`import_qonnx` returns the network and a report (``report["lines"]`` prints it);
+:func:`qonnx_agreement` runs qonnx's executor (batched) beside the golden model.
 
 Everything else — nonzero zero points, grouped or dilated convolutions, residual (two-input)
 ``Add``, ``Trunc``, ops not listed in :data:`SUPPORTED_OPS` — is a :class:`~.common.ModelImportError`
