@@ -38,7 +38,9 @@ are lowbit's ``round_shift``; the clip commutes with them (integer bounds). A la
 in float32 when its bounds allow, else in float64 (``Cast`` to DOUBLE: onnxruntime's ``MatMul``,
 ``Add``, ``Mul`` and qonnx's numpy ``Quant`` run float64; the ``Quant`` output is float32 again,
 exact for ≤ 16-bit codes). onnxruntime has no float64 ``Conv``: a convolution whose bound
-reaches 2^24, or any layer past 2^53, is refused with a :class:`ValueError` naming it.
+reaches 2^24 is written lowered: its im2col vectors (a float32 ``Conv`` with one-hot kernels,
+exact), ``Transpose``, float64 ``MatMul``, ``Transpose`` back. A layer past 2^53 is refused with a
+:class:`ValueError` naming it, never approximated.
 """
 
 from __future__ import annotations
@@ -120,10 +122,11 @@ def _quant(g: _Graph, x: _Tensor, fmt: IntFormat, rounding: str, out: str) -> _T
 
 
 def _bipolar(g: _Graph, x: _Tensor, out: str) -> _Tensor:
-    """QONNX ``BipolarQuant`` with unit scale: +1 where ``x ≥ 0``, else −1."""
-    name = g.node("BipolarQuant", [x.name, g.const(f"{out}_scale", 1.0)], out, x.shape, domain=QONNX_DOMAIN,
-                  datatype="BIPOLAR")
-    return _Tensor(name, x.shape)
+    """QONNX ``BipolarQuant`` with unit scale: +1 where ``x ≥ 0``, else −1, as float32 (qonnx's op keeps
+    its input's float type, unlike ``Quant``: a float64 input is cast back)."""
+    name = g.node("BipolarQuant", [x.name, g.const(f"{out}_scale", 1.0)], f"{out}_{x.elem.lower()}"
+                  if x.elem != "FLOAT" else out, x.shape, x.elem, domain=QONNX_DOMAIN, datatype="BIPOLAR")
+    return _cast(g, _Tensor(name, x.shape, x.elem), "FLOAT", out)
 
 
 def _binary(g: _Graph, op: str, x: _Tensor, value, out: str, datatype: str | None = None) -> _Tensor:
@@ -160,15 +163,68 @@ def _bound(acc_range) -> int:
     return max(-int(acc_range[0]), int(acc_range[1]))
 
 
-def _float_type(what: str, bound: int, *, double_ok: bool = True) -> str:
+def _float_type(what: str, bound: int) -> str:
     """The narrowest float type holding every integer of magnitude ≤ ``bound`` exactly, or the refusal."""
     if bound < EXACT["FLOAT"]:
         return "FLOAT"
-    if double_ok and bound < EXACT["DOUBLE"]:
+    if bound < EXACT["DOUBLE"]:
         return "DOUBLE"
-    limit = "2^53 (float64)" if double_ok else "2^24 (float32; onnxruntime has no float64 Conv)"
     raise ValueError(f"{what} reaches ±{bound} (about 2^{np.log2(bound):.1f}), which the QONNX export cannot "
-                     f"compute exactly: it must stay below {limit}")
+                     f"compute exactly: it must stay below 2^53 (float64)")
+
+
+def _conv(g: _Graph, tag: str, layer, x: _Tensor, acc_dt: str, weight_dt: str | None = None) -> _Tensor:
+    """ONNX ``Conv`` in float32 (weights OIHW); a bipolar input padded by ``Pad`` with −1 (``Conv`` pads 0)."""
+    (ph, pw), (sh, sw) = layer.padding, layer.stride
+    oh, ow, oc = layer.out_shape
+    if (ph or pw) and pad_value(layer.in_format) != 0:
+        pads = g.const(f"{tag}_pads", [0, 0, ph, pw, 0, 0, ph, pw], "INT64")
+        shape = (1, x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
+        x = _Tensor(g.node("Pad", [x.name, pads, g.const(f"{tag}_padval", pad_value(layer.in_format))],
+                           f"{tag}_padded", shape, datatype=layer.in_format.qonnx_datatype, mode="constant"), shape)
+        ph = pw = 0
+    oihw = layer.oihw if isinstance(layer, _Conv2dLike) else layer.weights.transpose(0, 3, 1, 2)
+    w = g.const(f"{tag}_weights", oihw, "FLOAT", weight_dt or layer.weight_format.qonnx_datatype)
+    shape = (1, oc, oh, ow)
+    return _Tensor(g.node("Conv", [x.name, w], f"{tag}_acc", shape, datatype=acc_dt, kernel_shape=list(layer.kernel),
+                          strides=[sh, sw], pads=[ph, pw, ph, pw]), shape)
+
+
+def _lowered_conv(g: _Graph, tag: str, layer: Conv2dLayer, x: _Tensor, acc_dt: str) -> _Tensor:
+    """A convolution whose accumulators float32 cannot hold, in float64: its im2col vectors, then a float64
+    ``MatMul`` by the ``[KH·KW·IC, OC]`` matrix of :meth:`Conv2dLayer.as_dense`.
+
+    The im2col vectors come from a float32 ``Conv`` with one-hot kernels (output channel
+    ``(ky·KW + kx)·IC + c`` copies input channel ``c`` at ``(ky, kx)``: one product by 1, exact), so
+    they are lowbit's (ky, kx, c) order for any batch (qonnx's ``Im2Col`` op mixes up batches > 1)."""
+    oh, ow, oc = layer.out_shape
+    kh, kw = layer.kernel
+    ic = layer.in_channels
+    k = kh * kw * ic
+    eye = np.zeros((kh, kw, ic, ic, kh, kw), np.float32)  # [(ky, kx, c), c', ky', kx'] = 1 where all agree
+    for ky in range(kh):
+        for kx in range(kw):
+            eye[ky, kx, np.arange(ic), np.arange(ic), ky, kx] = 1
+    onehot = _Conv2dLike(layer, eye.reshape(k, ic, kh, kw))
+    cols = _conv(g, f"{tag}_im2col", onehot, x, layer.in_format.qonnx_datatype, weight_dt="BINARY")
+    shape = (1, oh, ow, k)
+    cols = _Tensor(g.node("Transpose", [cols.name], f"{tag}_im2col_nhwc", shape,
+                          datatype=layer.in_format.qonnx_datatype, perm=[0, 2, 3, 1]), shape)
+    cols = _cast(g, cols, "DOUBLE", f"{tag}_im2col_double")
+    wmat = g.const(f"{tag}_weights", layer.as_dense().weights.T, "DOUBLE", layer.weight_format.qonnx_datatype)
+    acc = g.node("MatMul", [cols.name, wmat], f"{tag}_acc_nhwc", (1, oh, ow, oc), "DOUBLE", datatype=acc_dt)
+    return _Tensor(g.node("Transpose", [acc], f"{tag}_acc", (1, oc, oh, ow), "DOUBLE", datatype=acc_dt,
+                          perm=[0, 3, 1, 2]), (1, oc, oh, ow), "DOUBLE")
+
+
+class _Conv2dLike:
+    """What :func:`_conv` reads of a convolution, with other OIHW weights (the one-hot im2col kernels)."""
+
+    def __init__(self, layer: Conv2dLayer, oihw: np.ndarray):
+        self.oihw, self.padding, self.stride, self.kernel = oihw, layer.padding, layer.stride, layer.kernel
+        self.in_format = layer.in_format
+        oh, ow, _ = layer.out_shape
+        self.out_shape = (oh, ow, oihw.shape[0])
 
 
 def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor, list[str]]:
@@ -177,22 +233,13 @@ def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor
     what = f"layer {i} ({layer.name})"
     bound = _bound(layer.acc_range)
     acc_dt = f"INT{layer.acc_bits}"
-    if isinstance(layer, Conv2dLayer):
-        elem = _float_type(f"{what}: the accumulator range", bound, double_ok=False)
-        (ph, pw), (sh, sw) = layer.padding, layer.stride
-        oh, ow, oc = layer.out_shape
-        if (ph or pw) and pad_value(layer.in_format) != 0:  # bipolar: pad with −1, ONNX's Conv pads with 0
-            pads = g.const(f"{tag}_pads", [0, 0, ph, pw, 0, 0, ph, pw], "INT64")
-            shape = (1, x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
-            x = _Tensor(g.node("Pad", [x.name, pads, g.const(f"{tag}_padval", pad_value(layer.in_format))],
-                               f"{tag}_padded", shape, datatype=layer.in_format.qonnx_datatype, mode="constant"),
-                        shape)
-            ph = pw = 0
-        w = g.const(f"{tag}_weights", layer.weights.transpose(0, 3, 1, 2), elem, layer.weight_format.qonnx_datatype)
-        acc = _Tensor(g.node("Conv", [x.name, w], f"{tag}_acc", (1, oc, oh, ow), datatype=acc_dt,
-                             kernel_shape=list(layer.kernel), strides=[sh, sw], pads=[ph, pw, ph, pw]),
-                      (1, oc, oh, ow))
-        channel_shape = (1, oc, 1, 1)
+    if isinstance(layer, Conv2dLayer) and bound < EXACT["FLOAT"]:
+        acc = _conv(g, tag, layer, x, acc_dt)
+        channel_shape = (1, layer.out_channels, 1, 1)
+    elif isinstance(layer, Conv2dLayer):  # onnxruntime has no float64 Conv: im2col, then a float64 MatMul
+        _float_type(f"{what}: the accumulator range", bound)
+        acc = _lowered_conv(g, tag, layer, x, acc_dt)
+        channel_shape = (1, layer.out_channels, 1, 1)
     else:
         wmat = layer.weights
         if len(x.shape) == 4:  # lowbit flattens (h, w, c); ONNX's Flatten of NCHW gives (c, h, w)

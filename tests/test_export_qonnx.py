@@ -126,14 +126,29 @@ def test_random_networks_every_rounding(tmp_path, wf, af, rounding, mult, per_ch
             assert sum(t for t, _ in ties) > 0 and sum(neg for _, neg in ties) > 0, ties
 
 
-def test_wide_dense_layers_compute_in_float64(tmp_path):
-    """s16 weights on u16 inputs with multipliers: (acc + bias)·m reaches ~2^40, past float32's 2^24."""
-    net = random_network([64, 40, 10], "s16", "u16", rounding="half_up", multiplier=True, seed=1)
-    _, theirs, ours = roundtrip(net, random_pixels(net), tmp_path / "wide.onnx")
-    summary = export_qonnx(net, tmp_path / "wide.onnx")
-    assert summary["float_types"] == {"fc0": "float64", "fc1": "float64"} and "Cast" in summary["ops"]
-    assert summary["output"]["dtype"] == "float64"
-    assert np.abs(ours).max() > 2 ** 24 and np.array_equal(theirs, ours)
+def test_wide_layers_compute_in_float64(tmp_path):
+    """s16 weights on u16 inputs with multipliers: (acc + bias)·m reaches ~2^40, past float32's 2^24. Dense
+    layers cast to float64; a convolution is lowered (im2col by a one-hot float32 Conv, a float64 MatMul: onnxruntime has no float64 Conv)."""
+    kw = dict(rounding="half_up", multiplier=True, seed=1)
+    mlp = random_network([64, 40, 10], "s16", "u16", **kw)
+    cnn = random_cnn((8, 8, 1), ("4C3p1", "MP2", "6C3", "10"), "s16", "u16", **kw)
+    for net, names in ((mlp, ("fc0", "fc1")), (cnn, ("conv0", "conv2", "fc3"))):
+        summary, theirs, ours = roundtrip(net, random_pixels(net), tmp_path / "wide.onnx")
+        assert summary["float_types"] == dict.fromkeys(names, "float64") and "Cast" in summary["ops"]
+        assert summary["output"]["dtype"] == "float64"
+        assert np.abs(ours).max() > 2 ** 24 and np.array_equal(theirs, ours)
+    assert {"Conv", "Transpose", "MatMul"} <= set(summary["ops"])
+    # a bipolar input padded with −1 (the Pad before the one-hot Conv), 9·128 terms of s16 weights: ~2^24.2
+    rng = np.random.default_rng(2)
+    conv = Conv2dLayer(rng.integers(-32768, 32768, (6, 3, 3, 128)), "s16", "bipolar", rng.integers(-99, 99, 6),
+                       RequantParams("bipolar", shift=20, rounding="half_even"), "conv0", in_shape=(4, 4, 128),
+                       padding=(1, 1))
+    net = Network([conv, DenseLayer(rng.integers(-7, 8, (10, 96)), "s4", "bipolar", None, None, "fc1")],
+                  InputTransform("threshold", 128))
+    assert conv.acc_range[1] >= 2 ** 24
+    summary, theirs, ours = roundtrip(net, random_pixels(net), tmp_path / "bipolar.onnx")
+    assert summary["float_types"]["conv0"] == "float64" and "Pad" in summary["ops"]
+    assert np.array_equal(theirs, ours)
 
 
 def test_datatype_annotations(models, digits, tmp_path):
@@ -164,19 +179,18 @@ def test_qonnx_datatype_names_are_qonnx_datatypes():
 
 
 def test_a_layer_that_cannot_be_exact_is_refused_and_nothing_is_written(tmp_path):
-    rq = RequantParams("u4", shift=30, multiplier=65535)
-    # onnxruntime's Conv is float32 only: an accumulator bound of 9·32767·65535 ≈ 2^34 cannot be exact
-    conv = Conv2dLayer(np.full((2, 3, 3, 1), 32767), "s16", "u16", None, rq, "conv0", in_shape=(4, 4, 1))
-    fc = DenseLayer(np.ones((3, 8)), "s2", "u4", None, None, "fc1")
-    net = Network([conv, fc], InputTransform("shift", 0))
-    with pytest.raises(ValueError, match=r"layer 0 \(conv0\): the accumulator range reaches ±19326468105 "
-                                         r"\(about 2\^34\.2\).*below 2\^24 \(float32; onnxruntime has no float64 Conv\)"):
+    """float64 holds integers up to 2^53; the IR allows (acc + bias)·m up to 2^62 (the golden model's int64)."""
+    rq = RequantParams("u4", shift=48, multiplier=65535)
+    # 5·5·64 terms of 32767·65535: accumulators of ~2^41.6, times the multiplier ~2^57.6
+    conv = Conv2dLayer(np.full((2, 5, 5, 64), 32767), "s16", "u16", None, rq, "conv0", in_shape=(5, 5, 64))
+    net = Network([conv, DenseLayer(np.ones((3, 2)), "s2", "u4", None, None, "fc1")], InputTransform("shift", 0))
+    with pytest.raises(ValueError, match=r"^layer 0 \(conv0\): \(acc \+ bias\)·multiplier reaches ±225166237735320000 "
+                                         r"\(about 2\^57\.6\), which the QONNX export cannot compute exactly: it must "
+                                         r"stay below 2\^53 \(float64\)$"):
         export_qonnx(net, tmp_path / "conv.onnx")
-    # a dense layer computes in float64, up to 2^53: (acc + bias)·m ≈ 2^41 · 2^16 is past it
-    dense = DenseLayer(np.full((4, 1024), 32767), "s16", "u16", None, RequantParams("u4", shift=48, multiplier=65535),
-                       "big")
+    dense = DenseLayer(np.full((4, 1024), 32767), "s16", "u16", None, rq, "big")
     net = Network([dense, DenseLayer(np.ones((2, 4)), "s2", "u4", None, None, "out")])
-    with pytest.raises(ValueError, match=r"layer 0 \(big\): \(acc \+ bias\)·multiplier reaches .* below 2\^53"):
+    with pytest.raises(ValueError, match=r"^layer 0 \(big\): \(acc \+ bias\)·multiplier reaches .* below 2\^53"):
         export_qonnx(net, tmp_path / "dense.onnx")
     assert list(tmp_path.iterdir()) == []  # no file, no temporary left behind
 
