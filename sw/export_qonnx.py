@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import IntFormat, Kind, Rounding
+from .formats import IntFormat, Kind, Rounding, signed_bits_for_range
 from .ir import Conv2dLayer, DenseLayer, MaxPool2dLayer, Network, pad_value
 from .util import atomic_path
 
@@ -153,8 +153,6 @@ def _input_transform(g: _Graph, net: Network, x: _Tensor) -> _Tensor:
         x = _quant(g, _binary(g, "Mul", x, 2.0 ** -k, "in_scaled"), IntFormat.unsigned(bits), "FLOOR", "in_shifted")
     if t.kind == "offset" and t.amount:
         lo, hi = -t.amount, (255 >> k) - t.amount
-        from .formats import signed_bits_for_range
-
         x = _binary(g, "Add", x, -t.amount, "in_codes", f"INT{signed_bits_for_range(lo, hi)}")
     return x
 
@@ -173,19 +171,20 @@ def _float_type(what: str, bound: int) -> str:
                      f"compute exactly: it must stay below 2^53 (float64)")
 
 
-def _conv(g: _Graph, tag: str, layer, x: _Tensor, acc_dt: str, weight_dt: str | None = None) -> _Tensor:
-    """ONNX ``Conv`` in float32 (weights OIHW); a bipolar input padded by ``Pad`` with −1 (``Conv`` pads 0)."""
+def _conv(g: _Graph, tag: str, layer: Conv2dLayer, x: _Tensor, oihw: np.ndarray, weight_dt: str,
+          acc_dt: str) -> _Tensor:
+    """ONNX ``Conv`` in float32 by ``oihw`` with ``layer``'s kernel, stride and padding; a bipolar input is
+    padded by a ``Pad`` with −1, the value standing for real 0 (``Conv`` pads with 0)."""
     (ph, pw), (sh, sw) = layer.padding, layer.stride
-    oh, ow, oc = layer.out_shape
+    oh, ow, _ = layer.out_shape
     if (ph or pw) and pad_value(layer.in_format) != 0:
         pads = g.const(f"{tag}_pads", [0, 0, ph, pw, 0, 0, ph, pw], "INT64")
         shape = (1, x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
         x = _Tensor(g.node("Pad", [x.name, pads, g.const(f"{tag}_padval", pad_value(layer.in_format))],
                            f"{tag}_padded", shape, datatype=layer.in_format.qonnx_datatype, mode="constant"), shape)
         ph = pw = 0
-    oihw = layer.oihw if isinstance(layer, _Conv2dLike) else layer.weights.transpose(0, 3, 1, 2)
-    w = g.const(f"{tag}_weights", oihw, "FLOAT", weight_dt or layer.weight_format.qonnx_datatype)
-    shape = (1, oc, oh, ow)
+    w = g.const(f"{tag}_weights", oihw, "FLOAT", weight_dt)
+    shape = (1, oihw.shape[0], oh, ow)
     return _Tensor(g.node("Conv", [x.name, w], f"{tag}_acc", shape, datatype=acc_dt, kernel_shape=list(layer.kernel),
                           strides=[sh, sw], pads=[ph, pw, ph, pw]), shape)
 
@@ -198,33 +197,22 @@ def _lowered_conv(g: _Graph, tag: str, layer: Conv2dLayer, x: _Tensor, acc_dt: s
     ``(ky·KW + kx)·IC + c`` copies input channel ``c`` at ``(ky, kx)``: one product by 1, exact), so
     they are lowbit's (ky, kx, c) order for any batch (qonnx's ``Im2Col`` op mixes up batches > 1)."""
     oh, ow, oc = layer.out_shape
-    kh, kw = layer.kernel
-    ic = layer.in_channels
+    (kh, kw), ic = layer.kernel, layer.in_channels
     k = kh * kw * ic
-    eye = np.zeros((kh, kw, ic, ic, kh, kw), np.float32)  # [(ky, kx, c), c', ky', kx'] = 1 where all agree
+    onehot = np.zeros((kh, kw, ic, ic, kh, kw), np.float32)  # [(ky, kx, c), c', ky', kx'] = 1 where all agree
     for ky in range(kh):
         for kx in range(kw):
-            eye[ky, kx, np.arange(ic), np.arange(ic), ky, kx] = 1
-    onehot = _Conv2dLike(layer, eye.reshape(k, ic, kh, kw))
-    cols = _conv(g, f"{tag}_im2col", onehot, x, layer.in_format.qonnx_datatype, weight_dt="BINARY")
+            onehot[ky, kx, np.arange(ic), np.arange(ic), ky, kx] = 1
+    fmt = layer.in_format.qonnx_datatype
+    cols = _conv(g, f"{tag}_im2col", layer, x, onehot.reshape(k, ic, kh, kw), "BINARY", fmt)
     shape = (1, oh, ow, k)
-    cols = _Tensor(g.node("Transpose", [cols.name], f"{tag}_im2col_nhwc", shape,
-                          datatype=layer.in_format.qonnx_datatype, perm=[0, 2, 3, 1]), shape)
+    cols = _Tensor(g.node("Transpose", [cols.name], f"{tag}_im2col_nhwc", shape, datatype=fmt, perm=[0, 2, 3, 1]),
+                   shape)
     cols = _cast(g, cols, "DOUBLE", f"{tag}_im2col_double")
     wmat = g.const(f"{tag}_weights", layer.as_dense().weights.T, "DOUBLE", layer.weight_format.qonnx_datatype)
     acc = g.node("MatMul", [cols.name, wmat], f"{tag}_acc_nhwc", (1, oh, ow, oc), "DOUBLE", datatype=acc_dt)
     return _Tensor(g.node("Transpose", [acc], f"{tag}_acc", (1, oc, oh, ow), "DOUBLE", datatype=acc_dt,
                           perm=[0, 3, 1, 2]), (1, oc, oh, ow), "DOUBLE")
-
-
-class _Conv2dLike:
-    """What :func:`_conv` reads of a convolution, with other OIHW weights (the one-hot im2col kernels)."""
-
-    def __init__(self, layer: Conv2dLayer, oihw: np.ndarray):
-        self.oihw, self.padding, self.stride, self.kernel = oihw, layer.padding, layer.stride, layer.kernel
-        self.in_format = layer.in_format
-        oh, ow, _ = layer.out_shape
-        self.out_shape = (oh, ow, oihw.shape[0])
 
 
 def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor, list[str]]:
@@ -234,7 +222,8 @@ def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor
     bound = _bound(layer.acc_range)
     acc_dt = f"INT{layer.acc_bits}"
     if isinstance(layer, Conv2dLayer) and bound < EXACT["FLOAT"]:
-        acc = _conv(g, tag, layer, x, acc_dt)
+        acc = _conv(g, tag, layer, x, layer.weights.transpose(0, 3, 1, 2), layer.weight_format.qonnx_datatype,
+                    acc_dt)
         channel_shape = (1, layer.out_channels, 1, 1)
     elif isinstance(layer, Conv2dLayer):  # onnxruntime has no float64 Conv: im2col, then a float64 MatMul
         _float_type(f"{what}: the accumulator range", bound)

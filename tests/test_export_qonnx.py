@@ -128,7 +128,8 @@ def test_random_networks_every_rounding(tmp_path, wf, af, rounding, mult, per_ch
 
 def test_wide_layers_compute_in_float64(tmp_path):
     """s16 weights on u16 inputs with multipliers: (acc + bias)·m reaches ~2^40, past float32's 2^24. Dense
-    layers cast to float64; a convolution is lowered (im2col by a one-hot float32 Conv, a float64 MatMul: onnxruntime has no float64 Conv)."""
+    layers cast to float64; a convolution is lowered (im2col by a one-hot float32 Conv, then a float64 MatMul:
+    onnxruntime has no float64 Conv)."""
     kw = dict(rounding="half_up", multiplier=True, seed=1)
     mlp = random_network([64, 40, 10], "s16", "u16", **kw)
     cnn = random_cnn((8, 8, 1), ("4C3p1", "MP2", "6C3", "10"), "s16", "u16", **kw)
@@ -184,9 +185,9 @@ def test_a_layer_that_cannot_be_exact_is_refused_and_nothing_is_written(tmp_path
     # 5·5·64 terms of 32767·65535: accumulators of ~2^41.6, times the multiplier ~2^57.6
     conv = Conv2dLayer(np.full((2, 5, 5, 64), 32767), "s16", "u16", None, rq, "conv0", in_shape=(5, 5, 64))
     net = Network([conv, DenseLayer(np.ones((3, 2)), "s2", "u4", None, None, "fc1")], InputTransform("shift", 0))
-    with pytest.raises(ValueError, match=r"^layer 0 \(conv0\): \(acc \+ bias\)·multiplier reaches ±225166237735320000 "
-                                         r"\(about 2\^57\.6\), which the QONNX export cannot compute exactly: it must "
-                                         r"stay below 2\^53 \(float64\)$"):
+    with pytest.raises(ValueError, match=r"^layer 0 \(conv0\): \(acc \+ bias\)·multiplier reaches "
+                                         r"±225166237735320000 \(about 2\^57\.6\), which the QONNX export cannot "
+                                         r"compute exactly: it must stay below 2\^53 \(float64\)$"):
         export_qonnx(net, tmp_path / "conv.onnx")
     dense = DenseLayer(np.full((4, 1024), 32767), "s16", "u16", None, rq, "big")
     net = Network([dense, DenseLayer(np.ones((2, 4)), "s2", "u4", None, None, "out")])
