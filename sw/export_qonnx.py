@@ -129,9 +129,10 @@ def _bipolar(g: _Graph, x: _Tensor, out: str) -> _Tensor:
     return _cast(g, _Tensor(name, x.shape, x.elem), "FLOAT", out)
 
 
-def _binary(g: _Graph, op: str, x: _Tensor, value, out: str, datatype: str | None = None) -> _Tensor:
+def _binary(g: _Graph, op: str, x: _Tensor, value, out: str, datatype: str | None = None, *,
+            const_datatype: str | None = None) -> _Tensor:
     """``op`` (Add, Mul) of ``x`` and a constant of ``x``'s float type."""
-    c = g.const(f"{out}_c", value, x.elem)
+    c = g.const(f"{out}_c", value, x.elem, const_datatype)
     return _Tensor(g.node(op, [x.name, c], out, x.shape, x.elem, datatype=datatype), x.shape, x.elem)
 
 
@@ -242,7 +243,9 @@ def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor
         shape = (1, layer.out_features)
         acc = _Tensor(g.node("MatMul", [x.name, w], f"{tag}_acc", shape, elem, datatype=acc_dt), shape, elem)
         channel_shape = (layer.out_features,)
-    acc = _binary(g, "Add", acc, layer.bias.reshape(channel_shape), f"{tag}_biased", acc_dt)
+    b = layer.bias
+    bias_dt = f"INT{signed_bits_for_range(min(b.min(), 0), max(b.max(), 0))}"
+    acc = _binary(g, "Add", acc, b.reshape(channel_shape), f"{tag}_biased", acc_dt, const_datatype=bias_dt)
     if last and layer.requant is None:
         return acc, [acc.elem]
     rq = layer.requant

@@ -17,7 +17,7 @@ from lowbit.sw.datasets import load_dataset
 from lowbit.sw.export_qonnx import export_qonnx, qonnx_outputs
 from lowbit.sw.formats import parse_format
 from lowbit.sw.golden import run_network
-from lowbit.sw.ir import Conv2dLayer, DenseLayer, InputTransform, Network
+from lowbit.sw.ir import Conv2dLayer, DenseLayer, InputTransform, MaxPool2dLayer, Network
 from lowbit.sw.quant import quantize
 from lowbit.sw.randnet import random_cnn, random_network
 from lowbit.sw.requant import RequantParams
@@ -117,13 +117,30 @@ RANDOM = [  # (weight format, activation format, rounding, multiplier, per chann
 def test_random_networks_every_rounding(tmp_path, wf, af, rounding, mult, per_channel):
     kw = dict(rounding=rounding, multiplier=mult, per_channel=per_channel, seed=3)
     for net in (random_network([64, 48, 32, 10], wf, af, **kw),
-                random_cnn((8, 8, 1), ("8C3", "MP2", "12C3p1", "10"), wf, af, **kw)):
+                random_cnn((8, 8, 1), ("8C3", "MP2", "12C3s2p1", "10"), wf, af, **kw)):
         px = random_pixels(net, 600)
         _, theirs, ours = roundtrip(net, px, tmp_path / f"{net.name}.onnx")
         assert np.array_equal(theirs, ours), net.describe()
         if rounding != "floor":
             ties = exact_ties(net, px)
             assert sum(t for t, _ in ties) > 0 and sum(neg for _, neg in ties) > 0, ties
+
+
+def test_pool_first_strides_and_a_convolutional_last_layer(tmp_path):
+    """A max-pool on the input codes (3×3, stride 1), a strided padded convolution, and a convolution
+    emitting the logits: qonnx_outputs gives them in lowbit's NHWC order."""
+    rng = np.random.default_rng(4)
+    pool = MaxPool2dLayer("u4", "pool0", in_shape=(8, 8, 2), kernel=(3, 3), stride=(1, 1))
+    conv1 = Conv2dLayer(rng.integers(-8, 8, (5, 3, 3, 2)), "s4", "u4", rng.integers(-20, 20, 5),
+                        RequantParams("u4", shift=[3, 4, 5, 3, 4], rounding="half_up", relu=True), "conv1",
+                        in_shape=(6, 6, 2), stride=(2, 2), padding=(1, 1))
+    conv2 = Conv2dLayer(rng.integers(-8, 8, (4, 2, 2, 5)), "s4", "u4", rng.integers(-20, 20, 4), None, "conv2",
+                        in_shape=(3, 3, 5))
+    net = Network([pool, conv1, conv2], InputTransform("shift", 4))
+    summary, theirs, ours = roundtrip(net, random_pixels(net), tmp_path / "shapes.onnx")
+    assert summary["input"]["shape"] == [1, 2, 8, 8] and summary["output"]["shape"] == [1, 4, 2, 2]
+    assert theirs.shape == ours.shape == (1000, 2, 2, 4) and np.array_equal(theirs, ours)
+    assert summary["ops"][:3] == ["Mul", "Quant", "MaxPool"]
 
 
 def test_wide_layers_compute_in_float64(tmp_path):
@@ -147,7 +164,7 @@ def test_wide_layers_compute_in_float64(tmp_path):
     net = Network([conv, DenseLayer(rng.integers(-7, 8, (10, 96)), "s4", "bipolar", None, None, "fc1")],
                   InputTransform("threshold", 128))
     assert conv.acc_range[1] >= 2 ** 24
-    summary, theirs, ours = roundtrip(net, random_pixels(net), tmp_path / "bipolar.onnx")
+    summary, theirs, ours = roundtrip(net, random_pixels(net, 300), tmp_path / "bipolar.onnx")
     assert summary["float_types"]["conv0"] == "float64" and "Pad" in summary["ops"]
     assert np.array_equal(theirs, ours)
 
@@ -164,6 +181,22 @@ def test_datatype_annotations(models, digits, tmp_path):
     assert m.get_tensor_datatype("l0_conv0_out").name == "UINT4"
     assert m.get_tensor_datatype("l0_conv0_acc").name == f"INT{conv.acc_bits}"
     assert np.array_equal(m.get_initializer("l0_conv0_weights"), conv.weights.transpose(0, 3, 1, 2))
+    # what FINN's flow does first: qonnx's cleanup and datatype inference; the codes' types are ours,
+    # and execution is unchanged
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.util.cleanup import cleanup_model
+
+    clean = cleanup_model(m).transform(InferDataTypes())
+    checked = 0
+    for ours, theirs in zip(m.graph.node, clean.graph.node):
+        assert ours.op_type == theirs.op_type
+        if ours.op_type in ("Quant", "BipolarQuant", "MaxPool", "Flatten"):
+            checked += 1
+            assert m.get_tensor_datatype(ours.output[0]) == clean.get_tensor_datatype(theirs.output[0])
+    assert checked == 7  # the input shift, conv0, pool0, conv1, pool1, flatten, fc2
+    clean.save(str(tmp_path / "clean.onnx"))
+    assert np.array_equal(qonnx_outputs(tmp_path / "clean.onnx", digits.x_test), qonnx_outputs(tmp_path / "net.onnx",
+                                                                                               digits.x_test))
 
 
 def test_qonnx_datatype_names_are_qonnx_datatypes():
