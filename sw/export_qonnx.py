@@ -254,6 +254,7 @@ def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor
     # |v·m| plus the rounding constant 2^(s-1) that ⌊x + ½⌋ adds, as Python integers (no overflow)
     vbound = bound * int(m.max()) + (1 << (int(s.max()) - 1) if half_mode and s.max() > 0 else 0)
     rq_elem = _float_type(f"{what}: (acc + bias)·multiplier", vbound)
+    rq_elem = "DOUBLE" if acc.elem == "DOUBLE" else rq_elem  # never cast float64 accumulators down
     v = _cast(g, acc, rq_elem, f"{tag}_biased_{rq_elem.lower()}")
     factor = m.astype(np.float64) * np.exp2(-s.astype(np.float64))
     if np.any(factor != 1):
@@ -326,8 +327,8 @@ def build_model(net: Network):
     ops = list(dict.fromkeys(n.op_type for n in g.nodes))
     summary = {"ops": ops, "opset": {"": ONNX_OPSET, QONNX_DOMAIN: 1}, "nodes": len(g.nodes),
                "input": {"name": INPUT_NAME, "shape": list(in_shape), "dtype": "float32"},
-               "output": {"name": OUTPUT_NAME, "shape": list(out_shape), "dtype": elem.lower().replace(
-                   "float", "float32").replace("double", "float64")},
+               "output": {"name": OUTPUT_NAME, "shape": list(out_shape),
+                          "dtype": {"FLOAT": "float32", "DOUBLE": "float64"}[elem]},
                "float_types": float_types}
     return wrapper, summary
 
@@ -335,7 +336,8 @@ def build_model(net: Network):
 def export_qonnx(net: Network, path: str | os.PathLike) -> dict:
     """Write ``net`` as a QONNX model at ``path`` (atomically) and return a summary: ``ops`` (op types in
     graph order), ``opset``, ``nodes``, ``input``/``output`` (name, shape with batch 1, dtype),
-    ``float_types`` (per weighted layer: float32 or float64 arithmetic) and ``bytes``.
+    ``float_types`` (per weighted layer: ``float64`` if its accumulation or requantization needs it, else
+    ``float32``) and ``bytes`` (the file's size).
 
     Raises :class:`ValueError` naming the layer when a value would not be exact (module docstring)."""
     wrapper, summary = build_model(net)
