@@ -96,3 +96,67 @@ def test_quantize_trusted_pickle_with_normalize(tmp_path, capsys):
                  "--out", str(ir)]) == 0
     out = capsys.readouterr().out
     assert "(pixel/255 - [0.3]) / [0.4] folded into the first layer" in out and _check_figure(out) <= 1e-4
+
+
+def test_import_qonnx_then_build_inputs(tmp_path, capsys):
+    """lowbit import: a Brevitas power-of-two W4A4 CNN trained here, imported exactly (every logit equal to
+    qonnx's execution after undoing the output scale), written as an IR that lowbit eval reads."""
+    from tests.test_frontend_qonnx import pow2_cnn, train_and_export
+
+    torch.manual_seed(0)
+    path = train_and_export(pow2_cnn(), tmp_path / "q.onnx", divisor=256.0, steps=200)
+    ir = tmp_path / "q.npz"
+    assert main(["import", str(path), "-o", str(ir), "--dataset", "digits", "--input-scale", str(1 / 256)]) == 0
+    out = capsys.readouterr().out
+    assert "against qonnx's execution on 359 digits test images: classes agree on 100.00%, logits equal after " \
+           "undoing the output scale 100.00%" in out
+    net = Network.load(ir)
+    assert [l.op for l in net.layers] == ["conv2d", "maxpool2d", "conv2d", "dense"]
+    assert net.metadata["source_model"]["format"] == "qonnx"
+    acc = float(out.split("golden-model (integer) test accuracy ")[1].split("%")[0])
+    assert main(["eval", str(ir), "--dataset", "digits"]) == 0
+    assert f"golden-model accuracy {acc:.2f}%" in capsys.readouterr().out
+    # a float ONNX file is not QONNX: the importer says so and writes nothing
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(_model(), torch.zeros(1, 1, 8, 8), str(plain), dynamo=False)
+    assert main(["import", str(plain), "-o", str(tmp_path / "p.npz"), "--dataset", "digits"]) == 2
+    assert not (tmp_path / "p.npz").exists()
+    capsys.readouterr()
+    assert main(["import", str(path), "-o", str(tmp_path / "x.onnx"), "--dataset", "digits"]) == 2
+    assert "--output must name a .npz file" in capsys.readouterr().err
+
+
+def test_export_checks_against_golden_and_keeps_previous_output(tmp_path, capsys):
+    from lowbit.sw.datasets import load_dataset
+    from lowbit.sw.export_qonnx import qonnx_outputs
+    from lowbit.sw.golden import run_network
+    from lowbit.sw.quant import quantize
+    from lowbit.sw.train import build_preset
+
+    torch.manual_seed(0)
+    ds = load_dataset("digits")
+    net = quantize(build_preset("cnn_digits", (8, 8, 1)), "scaled", 4, 4, ds.x_train[:500], progress=False)
+    ir = tmp_path / "net.npz"
+    net.save(ir)
+    assert main(["export", str(ir), "--dataset", "digits"]) == 0  # default output: NET's path with .onnx
+    out = capsys.readouterr().out
+    assert "qonnx's executor == golden model on every output of 359 digits test images (3590 logits)" in out
+    onnx_path = ir.with_suffix(".onnx")
+    ours = run_network(net, ds.x_test, raw_pixels=True, keep="logits").logits
+    np.testing.assert_array_equal(qonnx_outputs(onnx_path, ds.x_test), ours)
+    before = onnx_path.read_bytes()
+    # a failing export (wrong data for the network) leaves the previous file as it was
+    assert main(["export", str(ir), "--data", str(_npz(tmp_path)), "-o", str(onnx_path)]) == 2
+    assert "has 16 features but" in capsys.readouterr().err
+    assert onnx_path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staged file left behind
+    assert main(["export", str(ir), "-o", str(tmp_path / "n.txt")]) == 2
+    assert "--output must name a .onnx file" in capsys.readouterr().err
+
+
+def _npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "other.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (20, 4, 4), dtype=np.uint8), y_train=np.arange(20) % 2,
+             x_test=rng.integers(0, 256, (10, 4, 4), dtype=np.uint8), y_test=np.arange(10) % 2)
+    return path
