@@ -12,6 +12,8 @@ Measures and prints:
     every output), simulated images/s, measured cycles per image against the analytical bound
     (ratio), latency, and projected images/s at --clock-mhz.
 The simulated images/s is also given as a ratio to its target (SFC 200, LeNet 25 images/s).
+  * importing a user's 10 MB float ONNX model (an MLP 784-1024-1024-1024-10, 11.7 MB) including its
+    check against onnxruntime on 1,000 test images: best of 3, against the 20 s target.
 Each preset is trained (10 epochs, cached in build/models) the first time it is needed.
 --model picks the netlist (default: the build's simulation model; 'synthesis' runs the FPGA's
 Verilog).
@@ -68,6 +70,45 @@ def add_arguments(p):
                    help="netlist simulated (see lowbit sim --help)")
 
 
+IMPORT_TARGET_S = 20.0  # a 10 MB ONNX model, check included, on 2 cores
+
+
+def _import_bench(ds, out, repeats: int = 3) -> dict:
+    """Time ``lowbit quantize --model``'s import step (load, convert, fold, check on 1,000 test images) on a
+    ~10 MB float ONNX MLP with random weights; best of ``repeats``."""
+    import time
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from lowbit.sw.frontends.common import finish_import
+    from lowbit.sw.frontends.onnx import convert_onnx
+
+    torch.manual_seed(0)
+    sizes = [ds.features, 1024, 1024, 1024, ds.classes]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    path = out / "import_bench.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(nn.Sequential(*layers).eval(), torch.zeros(1, ds.features), str(path), dynamo=False)
+    mb = path.stat().st_size / 1e6
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, rel = finish_import(convert_onnx(path), ds.x_test[:1000])
+        times.append(time.perf_counter() - t0)
+    path.unlink()
+    best = min(times)
+    print(f"import: {mb:.1f} MB ONNX MLP {'-'.join(map(str, sizes))}, checked on 1000 test images (max|diff| "
+          f"{rel:.1e} of max|logit|): best {best:.2f} s of {repeats} ({best / IMPORT_TARGET_S:.3f}x the "
+          f"{IMPORT_TARGET_S:g} s target)", flush=True)
+    return {"megabytes": mb, "best_seconds": best, "seconds": times, "max_rel_diff": rel,
+            "target_seconds": IMPORT_TARGET_S}
+
+
 def run(args) -> int:
     import json
     import time
@@ -115,6 +156,8 @@ def run(args) -> int:
         results["pack_seconds_784x256"] = time.perf_counter() - t0
         print(f"golden model: {results['golden_images_per_second']:,.0f} images/s (SFC W4A4, numpy int64); "
               f"packing 784x256 s4 at 16x16: {1000 * results['pack_seconds_784x256']:.1f} ms")
+
+    results["onnx_import"] = _import_bench(ds, out)
 
     rows = []
     for idx in args.nets:
