@@ -82,6 +82,9 @@ def _build_and_simulate(net, ds, tmp_path):
     assert rep.mismatches == 0, rep.first_mismatches
     assert rep.accuracy == rep.golden_accuracy
     assert rep.cycles_per_image <= 1.05 * manifest["expected_cycles_per_image"]
+    print(f"  {net.name}: fold {plan}, {rep.images} images, {rep.mismatches} mismatches, hardware "
+          f"{100 * rep.accuracy:.2f}% = golden, {rep.cycles_per_image:.1f} cycles/image (model "
+          f"{manifest['expected_cycles_per_image']}), Verilator build {rep.run.build_seconds:.0f} s")
     return rep
 
 
@@ -112,6 +115,11 @@ def test_float_model_file_imported_built_and_bit_exact(fashion, tmp_path, arch, 
     assert rel <= 1e-4
     net = quantize(graph, "pow2", 4, 4, ds.x_train[:2000], progress=False)
     golden = run_network(net, ds.x_test, raw_pixels=True, keep="logits")
+    x = torch.as_tensor(ds.x_test.reshape(-1, 1, 28, 28) / 255.0, dtype=torch.float32)
+    with torch.no_grad():
+        float_acc = float((model(x).argmax(1).numpy() == ds.y_test).mean())
+    print(f"{arch} {fmt}: check {rel:.1e}, float32 {100 * float_acc:.2f}%, pow2 W4A4 golden "
+          f"{100 * np.mean(golden.classes == ds.y_test):.2f}%")
     assert np.mean(golden.classes == ds.y_test) > (0.80 if arch == "cnn" else 0.78)
     _build_and_simulate(net, ds, tmp_path)
 
