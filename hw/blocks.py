@@ -31,7 +31,8 @@ class MacRequantBlock(wiring.Component):
     -------
     i : ``In(stream.Signature(mac_input_layout(mac)))``
     o : ``Out(stream.Signature(requant_output_layout(requant)))``
-    bias, shift, mult : ``In(ArrayLayout(..., pe))`` (``mult`` only when ``requant.mult_bits``)
+    bias, shift, mult, offset : ``In(ArrayLayout(..., pe))`` (``mult`` only when ``requant.mult_bits``,
+        ``offset`` only when ``requant.offset_bits``)
     """
 
     def __init__(self, mac: MacArraySpec, requant: RequantSpec):
@@ -48,6 +49,8 @@ class MacRequantBlock(wiring.Component):
         }
         if requant.mult_bits:
             members["mult"] = In(data.ArrayLayout(unsigned(requant.mult_bits), mac.pe))
+        if requant.offset_bits:
+            members["offset"] = In(data.ArrayLayout(signed(requant.offset_bits), mac.pe))
         super().__init__(members)
 
     @property
@@ -73,4 +76,6 @@ class MacRequantBlock(wiring.Component):
         ]
         if self._rq.mult_bits:
             m.d.comb += rq.i.payload.mult.eq(self.mult)
+        if self._rq.offset_bits:
+            m.d.comb += rq.i.payload.offset.eq(self.offset)
         return m

@@ -134,7 +134,7 @@ class MatrixVectorUnit(wiring.Component):
             m.d.comb += port.addr.eq(nf_out)
         with m.If(mac.o.valid & mac.o.ready):
             m.d.sync += nf_out.eq(Mux(nf_out == NF - 1, 0, nf_out + 1))
-        bb, mb, sb = self._params.widths
+        bb, mb, sb, ob = self._params.widths
 
         if self._rq is not None:
             m.submodules.requant = rq = Requantizer(self._rq, model=self._model)
@@ -145,6 +145,8 @@ class MatrixVectorUnit(wiring.Component):
                              rq.i.payload.shift[p].eq(port.data[bb + mb:bb + mb + sb] if sb else 0)]
                 if self._rq.mult_bits:
                     m.d.comb += rq.i.payload.mult[p].eq(port.data[bb:bb + mb])
+                if self._rq.offset_bits:  # the offset field follows the shift (see ParamLayout)
+                    m.d.comb += rq.i.payload.offset[p].eq(port.data[bb + mb + sb:bb + mb + sb + ob].as_signed())
             m.d.comb += [self.o.valid.eq(rq.o.valid), rq.o.ready.eq(self.o.ready),
                          self.o.payload.eq(rq.o.payload.as_value())]
         else:

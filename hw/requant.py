@@ -1,6 +1,8 @@
-"""The shift/clip requantizer: ``y = clip(round_shift((acc + bias)·m, s), lo, hi)``.
+"""The shift/clip requantizer: ``y = clip(round_shift((acc + bias)·m + c, s), lo, hi)``.
 
-The rule is defined once in :mod:`lowbit.sw.requant`; this is its circuit.
+The rule is defined once in :mod:`lowbit.sw.requant`; this is its circuit. The product offset
+``c`` is a per-lane input only when ``spec.offset_bits`` is non-zero: a spec without one builds
+exactly the circuit it did before offsets existed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def requant_input_layout(spec: RequantSpec) -> data.StructLayout:
     }
     if spec.mult_bits:
         fields["mult"] = data.ArrayLayout(unsigned(spec.mult_bits), spec.lanes)
+    if spec.offset_bits:
+        fields["offset"] = data.ArrayLayout(signed(spec.offset_bits), spec.lanes)
     return data.StructLayout(fields)
 
 
@@ -44,11 +48,13 @@ def requant_output_layout(spec: RequantSpec) -> data.ArrayLayout:
     return data.ArrayLayout(out_shape(spec), spec.lanes)
 
 
-def requant_product(acc: Value, bias: Value, mult: Value | None) -> Value:
-    """Stage 1 of a lane: ``(acc + bias) · m``, exact (Amaranth widens every operation)."""
+def requant_product(acc: Value, bias: Value, mult: Value | None, offset: Value | None = None) -> Value:
+    """Stage 1 of a lane: ``(acc + bias) · m + c``, exact (Amaranth widens every operation);
+    no adder for the offset when there is none."""
     total = acc + bias
     v = total * mult if mult is not None else total      # signed × unsigned stays exact
-    return Value.cast(v).as_signed()
+    v = Value.cast(v).as_signed()
+    return v + offset if offset is not None else v
 
 
 def requant_round(spec: RequantSpec, v: Value, shift: Value) -> tuple[Value, Value]:
@@ -134,9 +140,10 @@ def requant_round_clip(spec: RequantSpec, v: Value, shift: Value) -> Value:
     return requant_clip(spec, *requant_round(spec, v, shift))
 
 
-def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None, shift: Value) -> Value:
+def requant_lane(spec: RequantSpec, acc: Value, bias: Value, mult: Value | None, shift: Value,
+                 offset: Value | None = None) -> Value:
     """The whole rule for one lane, combinationally (all stages back to back)."""
-    return requant_round_clip(spec, requant_product(acc, bias, mult), shift)
+    return requant_round_clip(spec, requant_product(acc, bias, mult, offset), shift)
 
 
 class Requantizer(wiring.Component):
@@ -152,7 +159,8 @@ class Requantizer(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(requant_input_layout(spec)))``
-        Per lane: ``acc``, ``bias``, ``shift`` and (when ``spec.mult_bits``) ``mult``.
+        Per lane: ``acc``, ``bias``, ``shift``, (when ``spec.mult_bits``) ``mult`` and (when
+        ``spec.offset_bits``) ``offset``.
     o : ``Out(stream.Signature(requant_output_layout(spec)))``
         Per lane: the output code (bipolar: 1 ⇒ +1, 0 ⇒ -1).
     """
@@ -175,7 +183,7 @@ class Requantizer(wiring.Component):
         m = Module()
         spec = self._spec
         p = self.i.payload
-        # Four register stages: (acc + bias)·m; the rounding shift (barrel shifter and the
+        # Four register stages: (acc + bias)·m (+ c); the rounding shift (barrel shifter and the
         # round-up bit); the clip decisions (comparisons against constants beside a narrow
         # add); the clip mux. Each stage holds one carry chain at most.
         a_valid, b_valid, c_valid = Signal(), Signal(), Signal()
@@ -196,10 +204,11 @@ class Requantizer(wiring.Component):
             when = behind_valid(m, self._model)  # the simulation model's data registers hold in bubbles
             for k in range(spec.lanes):
                 mult = p.mult[k] if spec.mult_bits else None
+                offset = p.offset[k] if spec.offset_bits else None
                 floor, up = requant_round(spec, a_prod[k], a_shift[k])
                 decided = requant_clip_decide(spec, b_floor[k], b_up[k])
                 with when(self.i.valid):
-                    m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult)), a_shift[k].eq(p.shift[k])]
+                    m.d.sync += [a_prod[k].eq(requant_product(p.acc[k], p.bias[k], mult, offset)), a_shift[k].eq(p.shift[k])]
                 with when(a_valid):
                     m.d.sync += [b_floor[k].eq(floor), b_up[k].eq(up)]
                 with when(b_valid):

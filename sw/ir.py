@@ -175,9 +175,11 @@ def requant_field(fields: Mapping, channels: int, *, strict: bool) -> RequantPar
         return None
     if not isinstance(d, dict):
         raise IRError("requant must be null or an object {" + ", ".join(keys) + f"}}, not {d!r}")
-    _check_keys(d, keys, "requant")
+    _check_keys(d, keys + ("offset",), "requant")
     per = f"an integer or a list of {channels} integers (one per output)"
-    optional = {} if strict else {"rounding": "floor", "relu": False, "shift": 0, "multiplier": None}
+    # offset came later (absent = none, in every version)
+    optional = {"offset": None} if strict else {"rounding": "floor", "relu": False, "shift": 0, "multiplier": None,
+                                                "offset": None}
 
     def get(key, ok, allowed):
         return header_field(d, key, ok, allowed, **({"default": optional[key]} if key in optional else {}))
@@ -191,8 +193,10 @@ def requant_field(fields: Mapping, channels: int, *, strict: bool) -> RequantPar
         relu = get("relu", lambda v: isinstance(v, bool), "true or false")
         shift = get("shift", per_channel, per)
         mult = get("multiplier", lambda v: v is None or per_channel(v), f"null or {per}")
+        offset = get("offset", lambda v: v is None or per_channel(v), f"null or {per}")
         return RequantParams(out_format, np.asarray(shift, np.int64),
-                             None if mult is None else np.asarray(mult, np.int64), rounding, relu)
+                             None if mult is None else np.asarray(mult, np.int64), rounding, relu,
+                             None if offset is None else np.asarray(offset, np.int64))
     except (ValueError, TypeError, OverflowError) as e:  # name the field inside requant
         raise IRError(f"requant.{e}") from None
 
@@ -391,12 +395,17 @@ class DenseLayer(IRLayer):
         except IRError as e:
             raise IRError(f"{self.name}: {e}") from None
         object.__setattr__(self, "_acc_range", (lo, hi))  # computed once: folding asks for it often
-        if self.requant is not None and self.requant.multiplier is not None:
-            m = int(np.max(self.requant.multiplier))
-            if signed_bits_for_range(lo * m, hi * m) > MAX_ACC_BITS + 1:
-                raise IRError(f"{self.name}: (acc + bias)·multiplier must fit {MAX_ACC_BITS + 1}-bit signed integers "
-                              f"(the golden model's int64), not {signed_bits_for_range(lo * m, hi * m)} bits "
-                              f"(accumulators {lo}..{hi}, multiplier up to {m})")
+        rq = self.requant
+        if rq is not None and (rq.multiplier is not None or rq.offset is not None):
+            m = 1 if rq.multiplier is None else int(np.max(rq.multiplier))
+            c_lo, c_hi = (0, 0) if rq.offset is None else (int(np.min(rq.offset)), int(np.max(rq.offset)))
+            bits = signed_bits_for_range(lo * m + min(c_lo, 0), hi * m + max(c_hi, 0))
+            if bits > MAX_ACC_BITS + 1:
+                what, offsets = (("(acc + bias)·multiplier", "") if rq.offset is None else
+                                 ("(acc + bias)·multiplier + offset", f", offsets {c_lo}..{c_hi}"))
+                raise IRError(f"{self.name}: {what} must fit {MAX_ACC_BITS + 1}-bit signed integers "
+                              f"(the golden model's int64), not {bits} bits "
+                              f"(accumulators {lo}..{hi}, multiplier up to {m}{offsets})")
 
     @property
     def out_features(self) -> int:

@@ -301,7 +301,7 @@ def weights_from_banks(banks, rows: int, cols: int, pe: int, simd: int, fmt: Int
 # ---- per-channel parameters ---------------------------------------------------------------
 @dataclass(frozen=True)
 class ParamLayout:
-    """Field widths of a per-channel parameter word (bias, multiplier, shift; LSB first).
+    """Field widths of a per-channel parameter word (bias, multiplier, shift, offset; LSB first).
 
     Parameters
     ----------
@@ -311,16 +311,21 @@ class ParamLayout:
         Unsigned multiplier width, 0 (no field) ..16.
     shift_bits : int
         Unsigned shift width, 0 (no field) ..6.
+    offset_bits : int
+        Signed (two's complement) product offset width, 0 (no field) ..62; last, so a layout
+        without offsets is the one it was before offsets existed.
     """
 
     bias_bits: int
     mult_bits: int = 0
     shift_bits: int = 0
+    offset_bits: int = 0
 
     def __post_init__(self):
         _int_in(self.bias_bits, "bias_bits", 1, 64)
         _int_in(self.mult_bits, "mult_bits", 0, 16)
         _int_in(self.shift_bits, "shift_bits", 0, 6)
+        _int_in(self.offset_bits, "offset_bits", 0, 62)
 
     @classmethod
     def from_spec(cls, spec: "RequantSpec | ParamLayout") -> "ParamLayout":
@@ -328,7 +333,7 @@ class ParamLayout:
             return spec
         if not isinstance(spec, RequantSpec):
             raise TypeError(f"spec must be a RequantSpec or ParamLayout, not {spec!r}")
-        return cls(int(spec.bias_bits), int(spec.mult_bits), int(spec.shift_bits))
+        return cls(int(spec.bias_bits), int(spec.mult_bits), int(spec.shift_bits), int(spec.offset_bits))
 
     @classmethod
     def for_layer(cls, layer: DenseLayer) -> "ParamLayout":
@@ -336,22 +341,23 @@ class ParamLayout:
         bias_bits = bias_bits_for(layer.bias)
         if layer.requant is None:
             return cls(bias_bits)
-        return cls(bias_bits, layer.requant.multiplier_bits, layer.requant.shift_bits)
+        return cls(bias_bits, layer.requant.multiplier_bits, layer.requant.shift_bits, layer.requant.offset_bits)
 
     @property
     def width(self) -> int:
-        return self.bias_bits + self.mult_bits + self.shift_bits
+        return self.bias_bits + self.mult_bits + self.shift_bits + self.offset_bits
 
     @property
-    def widths(self) -> tuple[int, int, int]:
-        return self.bias_bits, self.mult_bits, self.shift_bits
+    def widths(self) -> tuple[int, int, int, int]:
+        return self.bias_bits, self.mult_bits, self.shift_bits, self.offset_bits
 
     def fields(self) -> list[dict]:
         """Field descriptions for the manifest (absent fields left out)."""
         out, lsb = [], 0
         for fname, bits, enc in (("bias", self.bias_bits, "signed two's complement"),
                                  ("multiplier", self.mult_bits, "unsigned"),
-                                 ("shift", self.shift_bits, "unsigned (right shift)")):
+                                 ("shift", self.shift_bits, "unsigned (right shift)"),
+                                 ("offset", self.offset_bits, "signed two's complement (product offset)")):
             if bits:
                 out.append({"name": fname, "lsb": lsb, "bits": bits, "encoding": enc})
             lsb += bits
@@ -364,6 +370,7 @@ class ChannelParams(NamedTuple):
     bias: np.ndarray
     multiplier: np.ndarray | None
     shift: np.ndarray | None
+    offset: np.ndarray | None = None
 
 
 def param_banks(layer: DenseLayer, pe: int, spec: "RequantSpec | ParamLayout") -> list[list[int]]:
@@ -391,10 +398,16 @@ def param_banks(layer: DenseLayer, pe: int, spec: "RequantSpec | ParamLayout") -
         need = bias_bits_for(bias)
         raise ValueError(f"bias_bits must be at least {need} for the biases of layer {layer.name!r} "
                          f"({int(bias.min())}..{int(bias.max())}), not {lay.bias_bits}")
+    offset = np.zeros(rows, np.int64)
     if layer.requant is None:
         mult, shift = np.ones(rows, np.int64), np.zeros(rows, np.int64)
     else:
         mult, shift = layer.requant.per_channel(rows)
+        offset = layer.requant.offsets(rows)
+        if layer.requant.offset is not None and (lay.offset_bits == 0 or np.any(
+                offset != from_twos_complement(to_twos_complement(offset, lay.offset_bits), lay.offset_bits))):
+            raise ValueError(f"offset_bits must be at least {layer.requant.offset_bits} for the "
+                             f"offsets of layer {layer.name!r}, not {lay.offset_bits}")
         if lay.mult_bits == 0 and layer.requant.multiplier is not None and np.any(mult != 1):
             raise ValueError(f"mult_bits must be at least {layer.requant.multiplier_bits} for the "
                              f"multipliers of layer {layer.name!r}, not 0")
@@ -406,7 +419,8 @@ def param_banks(layer: DenseLayer, pe: int, spec: "RequantSpec | ParamLayout") -
                          f"shifts of layer {layer.name!r} (max {int(shift.max())}), not {lay.shift_bits}")
     cols = [to_twos_complement(bias, lay.bias_bits),
             mult.astype(np.uint64) if lay.mult_bits else np.zeros(rows, np.uint64),
-            shift.astype(np.uint64) if lay.shift_bits else np.zeros(rows, np.uint64)]
+            shift.astype(np.uint64) if lay.shift_bits else np.zeros(rows, np.uint64),
+            to_twos_complement(offset, lay.offset_bits) if lay.offset_bits else np.zeros(rows, np.uint64)]
     # channel nf·PE + p → bank p, address nf
     order = np.arange(rows).reshape(nf, pe).T.ravel()
     words = pack_fields([c[order] for c in cols], lay.widths)
@@ -422,13 +436,14 @@ def params_from_banks(banks, rows: int, pe: int, spec: "RequantSpec | ParamLayou
     for p, bank in enumerate(banks):
         if len(bank) != nf:
             raise ValueError(f"bank {p} must hold NF = {nf} words, not {len(bank)}")
-    b, m, s = unpack_fields([w for bank in banks for w in bank], lay.widths)
+    b, m, s, c = unpack_fields([w for bank in banks for w in bank], lay.widths)
     # bank-major (p, nf) back to channel order nf·PE + p
     unfold = lambda a: a.reshape(pe, nf).T.ravel()  # noqa: E731
     bias = from_twos_complement(unfold(b), lay.bias_bits)
     return ChannelParams(bias,
                          unfold(m).astype(np.int64) if lay.mult_bits else None,
-                         unfold(s).astype(np.int64) if lay.shift_bits else None)
+                         unfold(s).astype(np.int64) if lay.shift_bits else None,
+                         from_twos_complement(unfold(c), lay.offset_bits) if lay.offset_bits else None)
 
 
 # ---- text for the manifest ---------------------------------------------------------------

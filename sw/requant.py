@@ -1,10 +1,14 @@
 """Requantization: the one definition of the shift/clip rule.
 
-``y = clip(round_shift((acc + bias) · m, s), lo, hi)``
+``y = clip(round_shift((acc + bias) · m + c, s), lo, hi)``
 
 * ``acc + bias`` is the exact accumulator (the bias is added in the requantizer stage
   in hardware, but the accumulator width bound covers it);
 * ``m`` is an optional non-negative integer multiplier (absent ⇒ 1: pure shift-and-clip);
+* ``c`` is an optional signed integer product offset (absent ⇒ 0), added after the multiply
+  and before the rounding shift. With ``floor`` rounding it places each threshold
+  ``y ≥ k ⇔ acc ≥ T_k`` at a resolution of ``1/m`` accumulator steps (the bias alone moves
+  them by whole steps), which is what a float BatchNorm folded into thresholds needs;
 * ``s ≥ 0`` is a right shift; negative numbers shift arithmetically (floor) and the
   rounding correction is then added:
 
@@ -26,12 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import IntFormat, Kind, Rounding, parse_format
+from .formats import IntFormat, Kind, Rounding, parse_format, signed_bits_for_range
 
-__all__ = ["RequantParams", "round_shift", "rounded", "requantize", "MAX_SHIFT", "MAX_MULTIPLIER_BITS"]
+__all__ = ["RequantParams", "round_shift", "rounded", "requantize", "MAX_SHIFT", "MAX_MULTIPLIER_BITS",
+           "MAX_OFFSET_BITS"]
 
 MAX_SHIFT = 48
 MAX_MULTIPLIER_BITS = 16
+#: ``|offset| < 2^MAX_OFFSET_BITS`` (62, the golden model's widest product, as
+#: :data:`lowbit.sw.ir.MAX_ACC_BITS`): ``2^MAX_SHIFT·2^MAX_MULTIPLIER_BITS`` would not fit int64;
+#: the IR then checks that ``(acc + bias)·m + c`` as a whole fits.
+MAX_OFFSET_BITS = 62
+OFFSET_LIMIT = (1 << MAX_OFFSET_BITS) - 1
 
 
 def round_shift(v, s, rounding: Rounding | str) -> np.ndarray:
@@ -62,6 +72,9 @@ class RequantParams:
         Right shift ``s`` in 0..48, per layer or per output channel.
     multiplier : None, int or array of int
         Integer multiplier ``m`` in 0..2^16-1, or ``None`` for a pure shift.
+    offset : None, int or array of int
+        Signed product offset ``c``, ``|c| < 2^62`` (:data:`MAX_OFFSET_BITS`), added to
+        ``(acc + bias)·m`` before the shift; ``None`` (the default) for none.
     rounding : Rounding or str
         ``floor``, ``half_up`` or ``half_even``.
     relu : bool
@@ -73,6 +86,7 @@ class RequantParams:
     multiplier: np.ndarray | None = None
     rounding: Rounding = Rounding.FLOOR
     relu: bool = False
+    offset: np.ndarray | None = None
 
     def __post_init__(self):
         fmt = parse_format(self.out_format, name="out_format")
@@ -100,6 +114,17 @@ class RequantParams:
                 bad = int(m[(m < 0) | (m > limit)].flat[0])
                 raise ValueError(f"multiplier must be in 0..{limit}, not {bad}")
             object.__setattr__(self, "multiplier", m)
+        if self.offset is not None:
+            c = np.asarray(self.offset)
+            if c.ndim > 1 or c.dtype.kind not in "iu":
+                raise ValueError(f"offset must be None, an integer or a 1-D integer array, not {self.offset!r}")
+            if c.dtype.kind == "u" and c.size and int(c.max()) > np.iinfo(np.int64).max:
+                raise ValueError(f"offset must be in {-OFFSET_LIMIT}..{OFFSET_LIMIT}, not {int(c.max())}")
+            c = c.astype(np.int64)
+            if c.size and np.abs(c).max() > OFFSET_LIMIT:
+                bad = int(c[np.abs(c) > OFFSET_LIMIT].flat[0])
+                raise ValueError(f"offset must be in {-OFFSET_LIMIT}..{OFFSET_LIMIT}, not {bad}")
+            object.__setattr__(self, "offset", c)
         if self.relu and fmt.kind is Kind.BIPOLAR:
             raise ValueError("relu cannot be combined with a bipolar out_format (it has no 0)")
         object.__setattr__(self, "relu", bool(self.relu))
@@ -121,14 +146,21 @@ class RequantParams:
         return max(1, int(self.multiplier.max()).bit_length())
 
     @property
+    def offset_bits(self) -> int:
+        """Signed (two's complement) width of the widest offset (0 when there is none)."""
+        if self.offset is None:
+            return 0
+        return signed_bits_for_range(int(self.offset.min()), int(self.offset.max()))
+
+    @property
     def shift_bits(self) -> int:
         return max(1, int(self.shift.max()).bit_length()) if self.shift.size else 1
 
     def channels(self) -> int | None:
         """Number of channels implied by per-channel arrays (None when all scalars)."""
-        sizes = {a.shape[0] for a in (self.shift, self.multiplier) if a is not None and a.ndim == 1}
+        sizes = {a.shape[0] for a in (self.shift, self.multiplier, self.offset) if a is not None and a.ndim == 1}
         if len(sizes) > 1:
-            raise ValueError(f"per-channel shift and multiplier lengths differ: {sorted(sizes)}")
+            raise ValueError(f"per-channel shift, multiplier and offset lengths differ: {sorted(sizes)}")
         return sizes.pop() if sizes else None
 
     def per_channel(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,14 +172,24 @@ class RequantParams:
             self.multiplier, (channels,)).astype(np.int64)
         return m, np.broadcast_to(self.shift, (channels,)).astype(np.int64)
 
+    def offsets(self, channels: int) -> np.ndarray:
+        """The offset broadcast to ``channels`` entries (zeros if absent)."""
+        self.per_channel(channels)  # checks the channel count
+        if self.offset is None:
+            return np.zeros(channels, np.int64)
+        return np.broadcast_to(self.offset, (channels,)).astype(np.int64)
+
     def to_json(self) -> dict:
-        return {
+        d = {
             "out_format": str(self.out_format),
             "rounding": self.rounding.value,
             "relu": self.relu,
             "shift": self.shift.tolist(),
             "multiplier": None if self.multiplier is None else self.multiplier.tolist(),
         }
+        if self.offset is not None:  # absent = none: files without offsets stay as they were
+            d["offset"] = self.offset.tolist()
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "RequantParams":
@@ -157,6 +199,7 @@ class RequantParams:
             multiplier=None if d.get("multiplier") is None else np.asarray(d["multiplier"], np.int64),
             rounding=d.get("rounding", "floor"),
             relu=d.get("relu", False),
+            offset=None if d.get("offset") is None else np.asarray(d["offset"], np.int64),
         )
 
     def __eq__(self, other):
@@ -166,18 +209,19 @@ class RequantParams:
 
 
 def rounded(acc, params: RequantParams, *, channel_axis: int = -1) -> np.ndarray:
-    """``round_shift(acc·m, s)`` per channel: the value :func:`requantize` then clips (or takes
+    """``round_shift(acc·m + c, s)`` per channel: the value :func:`requantize` then clips (or takes
     the sign of, for a bipolar output); saturation reports compare it with the bounds."""
     acc = np.asarray(acc, dtype=np.int64)
     channels = acc.shape[channel_axis] if acc.ndim else 1
     m, s = params.per_channel(channels)
+    c = params.offsets(channels)
     shape = [1] * acc.ndim
     if acc.ndim:
         shape[channel_axis] = channels
-        m, s = m.reshape(shape), s.reshape(shape)
+        m, s, c = m.reshape(shape), s.reshape(shape), c.reshape(shape)
     else:
-        m, s = m[0], s[0]
-    return round_shift(acc * m, s, params.rounding)
+        m, s, c = m[0], s[0], c[0]
+    return round_shift(acc * m + c, s, params.rounding)
 
 
 def requantize(acc, params: RequantParams, *, channel_axis: int = -1) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .formats import IntFormat, Kind, Rounding, parse_format, signed_bits_for_range
-from .requant import MAX_MULTIPLIER_BITS, MAX_SHIFT, RequantParams, requantize
+from .requant import MAX_MULTIPLIER_BITS, MAX_OFFSET_BITS, MAX_SHIFT, RequantParams, requantize
 
 __all__ = ["MacArraySpec", "RequantSpec", "ProductKind", "product_kind", "xnor_dot", "bias_bits_for", "MAX_LANES"]
 
@@ -204,6 +204,9 @@ class RequantSpec:
         Unsigned shift width, 1..6 (shifts up to 48).
     rounding : Rounding or str
     relu : bool
+    offset_bits : int
+        Signed product offset width, 0 (no offset: the circuit has no offset input, as before
+        offsets existed) ..62; the offset is added to ``(acc + bias)·m`` before the shift.
     """
 
     lanes: int
@@ -214,6 +217,7 @@ class RequantSpec:
     shift_bits: int = 4
     rounding: Rounding = Rounding.FLOOR
     relu: bool = False
+    offset_bits: int = 0
 
     def __post_init__(self):
         _positive_int(self.lanes, "lanes", MAX_LANES)
@@ -226,6 +230,8 @@ class RequantSpec:
         max_shift_bits = MAX_SHIFT.bit_length()
         if not isinstance(self.shift_bits, (int, np.integer)) or not 1 <= self.shift_bits <= max_shift_bits:
             raise ValueError(f"shift_bits must be an integer in 1..{max_shift_bits}, not {self.shift_bits!r}")
+        if not isinstance(self.offset_bits, (int, np.integer)) or not 0 <= self.offset_bits <= MAX_OFFSET_BITS:
+            raise ValueError(f"offset_bits must be an integer in 0..{MAX_OFFSET_BITS}, not {self.offset_bits!r}")
         object.__setattr__(self, "rounding", Rounding.parse(self.rounding))
         # RequantParams validates out_format and relu together.
         params = RequantParams(self.out_format, 0, None, self.rounding, self.relu)
@@ -243,27 +249,37 @@ class RequantSpec:
 
     @property
     def product_bits(self) -> int:
-        """Width of ``(acc + bias) · m`` (signed × unsigned)."""
+        """Width of ``(acc + bias) · m`` (signed × unsigned), plus one carry bit for the offset
+        ``(acc + bias)·m + c`` when there is one."""
+        if self.offset_bits:
+            return max(self.sum_bits + self.mult_bits, self.offset_bits) + 1
         return self.sum_bits + self.mult_bits
 
-    def params(self, mult, shift) -> RequantParams:
+    def params(self, mult, shift, offset=None) -> RequantParams:
         return RequantParams(self.out_format, np.asarray(shift, np.int64),
                              None if self.mult_bits == 0 else np.asarray(mult, np.int64),
-                             self.rounding, self.relu)
+                             self.rounding, self.relu,
+                             None if self.offset_bits == 0 or offset is None else np.asarray(offset, np.int64))
 
-    def golden(self, acc, bias, mult, shift) -> np.ndarray:
-        """Outputs for arrays ``[..., lanes]`` of acc, bias, mult (ignored if none) and shift."""
+    def golden(self, acc, bias, mult, shift, offset=None) -> np.ndarray:
+        """Outputs for arrays ``[..., lanes]`` of acc, bias, mult (ignored if none), shift and
+        offset (ignored when ``offset_bits`` is 0)."""
         acc = np.asarray(acc, np.int64)
         total = acc + np.asarray(bias, np.int64)
         m = np.ones_like(total) if self.mult_bits == 0 else np.broadcast_to(np.asarray(mult, np.int64), total.shape)
         s = np.broadcast_to(np.asarray(shift, np.int64), total.shape)
+        c = None
+        if self.offset_bits and offset is not None:
+            c = np.broadcast_to(np.asarray(offset, np.int64), total.shape).ravel()
         # Element-wise parameters: flatten so each element is its own "channel".
-        flat = RequantParams(self.out_format, s.ravel(), m.ravel(), self.rounding, self.relu)
+        flat = RequantParams(self.out_format, s.ravel(), m.ravel(), self.rounding, self.relu, c)
         return requantize(total.ravel(), flat).reshape(total.shape)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["out_format"], d["rounding"] = str(self.out_format), self.rounding.value
+        if not self.offset_bits:  # specs without an offset read as they did before it existed
+            del d["offset_bits"]
         return d
 
     @classmethod
@@ -275,7 +291,7 @@ class RequantSpec:
         """The smallest spec that can carry ``params``."""
         return cls(lanes=lanes, acc_bits=acc_bits, out_format=params.out_format, bias_bits=bias_bits,
                    mult_bits=params.multiplier_bits, shift_bits=params.shift_bits,
-                   rounding=params.rounding, relu=params.relu)
+                   rounding=params.rounding, relu=params.relu, offset_bits=params.offset_bits)
 
 
 def bias_bits_for(bias) -> int:

@@ -149,7 +149,7 @@ class MatrixVectorOp(HardwareOp):
             rq = RequantSpec(lanes=fold.pe, acc_bits=mac.acc_bits, out_format=layer.requant.out_format,
                              bias_bits=params.bias_bits, mult_bits=params.mult_bits,
                              shift_bits=max(1, params.shift_bits), rounding=layer.requant.rounding,
-                             relu=layer.requant.relu)
+                             relu=layer.requant.relu, offset_bits=params.offset_bits)
         return mac, rq, params
 
     @property
