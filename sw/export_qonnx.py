@@ -15,7 +15,8 @@ Graph (NCHW, as ONNX convolutions want; batch 1 in the file, FINN's convention)
 * weighted layer: ``Conv`` (weights ``[OC, IC, KH, KW]``, from lowbit's ``[OC, KH, KW, IC]``; a
   bipolar input is padded by an explicit ``Pad`` with −1, the value standing for real 0) or
   ``MatMul`` (weights ``[in, out]``); ``Add`` the integer bias; then the requantizer:
-  ``Mul m·2^-s`` (per channel) → ``Add ½`` (half_up only) → ``Relu`` (only for a signed or ternary
+  ``Mul m·2^-s`` (per channel) → ``Add ½`` (half_up only; with a product offset ``c`` one ``Add``
+  of ``c·2^-s`` (+ ½) instead) → ``Relu`` (only for a signed or ternary
   output under ReLU) → ``Quant`` with unit scale, zero point 0, the output format's bits and
   ``rounding_mode`` FLOOR (floor, half_up as ⌊x + ½⌋: qonnx's HALF_UP rounds ties away from
   zero, lowbit's towards +∞) or ROUND (numpy's half-to-even = half_even). A bipolar output is
@@ -32,8 +33,9 @@ Every tensor between layers holds integers. A float type adds, multiplies and su
 exactly while every operand, product and partial sum stays below 2^24 (float32) or 2^53
 (float64), in any order, so accumulators are exact when the layer's worst-case accumulator
 bound (:func:`lowbit.sw.ir.accumulator_range`, bias included) is below that. ``v·m·2^-s`` is
-exact when ``|v·m| + 2^(s-1)`` is (a power-of-two scale only moves the exponent) and so is
-``+ ½`` (= ``(v·m + 2^(s-1))·2^-s``); then ⌊·⌋ and half-to-even rounding of the exact quotient
+exact when ``|v·m| + |c| + 2^(s-1)`` is (a power-of-two scale only moves the exponent) and so is
+``+ (c + 2^(s-1))·2^-s`` (= ``(v·m + c + 2^(s-1))·2^-s``: every operand and the sum are integers
+below the bound times the same power of two); then ⌊·⌋ and half-to-even rounding of the exact quotient
 are lowbit's ``round_shift``; the clip commutes with them (integer bounds). A layer computes
 in float32 when its bounds allow, else in float64 (``Cast`` to DOUBLE: onnxruntime's ``MatMul``,
 ``Add``, ``Mul`` and qonnx's numpy ``Quant`` run float64; the ``Quant`` output is float32 again,
@@ -250,10 +252,13 @@ def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor
         return acc, [acc.elem]
     rq = layer.requant
     m, s = rq.per_channel(int(np.prod(channel_shape)))
+    offset = rq.offsets(int(np.prod(channel_shape)))
     half_mode = rq.rounding is not Rounding.FLOOR
-    # |v·m| plus the rounding constant 2^(s-1) that ⌊x + ½⌋ adds, as Python integers (no overflow)
-    vbound = bound * int(m.max()) + (1 << (int(s.max()) - 1) if half_mode and s.max() > 0 else 0)
-    rq_elem = _float_type(f"{what}: (acc + bias)·multiplier", vbound)
+    # |v·m| plus the offset and the rounding constant 2^(s-1) that ⌊x + ½⌋ adds, as Python integers
+    vbound = bound * int(m.max()) + int(np.abs(offset).max()) + (
+        1 << (int(s.max()) - 1) if half_mode and s.max() > 0 else 0)
+    rq_elem = _float_type(f"{what}: (acc + bias)·multiplier" + (" + offset" if rq.offset is not None else ""),
+                          vbound)
     rq_elem = "DOUBLE" if acc.elem == "DOUBLE" else rq_elem  # never cast float64 accumulators down
     v = _cast(g, acc, rq_elem, f"{tag}_biased_{rq_elem.lower()}")
     factor = m.astype(np.float64) * np.exp2(-s.astype(np.float64))
@@ -262,8 +267,12 @@ def _weighted(g: _Graph, i: int, layer, x: _Tensor, last: bool) -> tuple[_Tensor
     fmt = rq.out_format
     # ⌊x + ½⌋ is half_up; a bipolar output takes the sign of the rounded value, and round(x) ≥ 0 ⇔ x + ½ ≥ 0
     plus_half = rq.rounding is Rounding.HALF_UP or (fmt.kind is Kind.BIPOLAR and half_mode)
-    if plus_half and np.any(s > 0):  # a channel without shift has nothing to round
-        v = _binary(g, "Add", v, np.where(s > 0, 0.5, 0.0).reshape(channel_shape), f"{tag}_plus_half")
+    half = np.where(s > 0, 0.5, 0.0) if plus_half else np.zeros(len(s))  # no shift: nothing to round
+    if rq.offset is not None and np.any(offset != 0):  # (v·m + c)·2^-s: c·2^-s is exact (|c| < the bound)
+        added = offset.astype(np.float64) * np.exp2(-s.astype(np.float64)) + half
+        v = _binary(g, "Add", v, added.reshape(channel_shape), f"{tag}_plus_offset")
+    elif np.any(half != 0):
+        v = _binary(g, "Add", v, half.reshape(channel_shape), f"{tag}_plus_half")
     if fmt.kind is Kind.BIPOLAR:
         return _bipolar(g, v, f"{tag}_out"), [acc.elem, rq_elem]
     if rq.relu and fmt.min < 0:

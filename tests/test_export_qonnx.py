@@ -234,3 +234,61 @@ def test_pixels_of_the_wrong_size_are_refused(tmp_path):
     export_qonnx(net, tmp_path / "n.onnx")
     with pytest.raises(ValueError, match=r"pixels have 63 features per image, the model takes 64"):
         qonnx_outputs(tmp_path / "n.onnx", np.zeros((2, 63), np.uint8))
+
+
+def with_offsets(net: Network, seed: int = 0) -> Network:
+    """``net`` with a random per-channel product offset (−m·2^s..m·2^s) on every requantizer."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for layer in net.layers:
+        rq = getattr(layer, "requant", None)
+        if rq is not None:
+            n = layer.bias.shape[0]
+            m, s = rq.per_channel(n)
+            layer = replace(layer, requant=replace(rq, offset=rng.integers(-(m << s), (m << s) + 1)))
+        layers.append(layer)
+    return Network(layers, net.input, net.name)
+
+
+OFFSET_CASES = [("s4", "u4", "floor", True), ("s4", "u4", "half_up", True), ("s3", "s4", "half_even", True),
+                ("bipolar", "bipolar", "half_even", False), ("ternary", "u4", "half_up", False)]
+
+
+@pytest.mark.parametrize("wf,af,rounding,mult", OFFSET_CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in OFFSET_CASES])
+def test_product_offsets_round_trip_exactly(tmp_path, wf, af, rounding, mult):
+    kw = dict(rounding=rounding, multiplier=mult, seed=5)
+    for base in (random_network([64, 48, 32, 10], wf, af, **kw),
+                 random_cnn((8, 8, 1), ("8C3", "MP2", "12C3s2p1", "10"), wf, af, **kw)):
+        net = with_offsets(base)
+        px = random_pixels(net, 600)
+        summary, theirs, ours = roundtrip(net, px, tmp_path / f"{net.name}.onnx")
+        assert np.array_equal(theirs, ours), net.describe()
+        assert not np.array_equal(ours, run_network(base, px, raw_pixels=True).logits)  # the offsets matter
+        model = onnx.load(str(tmp_path / f"{net.name}.onnx"))
+        assert any(n.name.endswith("_plus_offset") for n in model.graph.node)
+
+
+def test_an_offset_counts_in_the_float_bound(tmp_path):
+    """An offset of 2^30 makes a float32-sized layer compute in float64 (exactly); one of 2^55 is refused."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(-8, 8, (6, 16))
+
+    def net_with(offset):
+        rq = RequantParams("u4", shift=30, multiplier=3, offset=offset, relu=True)
+        return Network([DenseLayer(w, "s4", "u4", rng.integers(-5, 5, 6), rq, "fc0"),
+                        DenseLayer(rng.integers(-8, 8, (4, 6)), "s4", "u4", None, None, "fc1")],
+                       InputTransform("shift", 4))
+
+    # channel j steps from j − 1 to j where acc·3 reaches 40·j: the offset is j·2^30 − 40·j
+    j = np.arange(1, 7)
+    net = net_with((j << 30) - 40 * j)
+    px = random_pixels(net, 400)
+    summary, theirs, ours = roundtrip(net, px, tmp_path / "wide.onnx")
+    assert summary["float_types"]["fc0"] == "float64" and np.array_equal(theirs, ours)
+    hidden = run_network(net, px, raw_pixels=True).activations[0]
+    assert all(set(np.unique(hidden[:, k]).tolist()) == {k, k + 1} for k in range(6))
+    with pytest.raises(ValueError, match=r"^layer 0 \(fc0\): \(acc \+ bias\)·multiplier \+ offset reaches .* "
+                                         r"below 2\^53 \(float64\)$"):
+        export_qonnx(net_with(np.full(6, 1 << 55)), tmp_path / "too_wide.onnx")

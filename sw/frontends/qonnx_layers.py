@@ -190,7 +190,8 @@ class LayerFinisher:
         elif not info["exact"]:
             why = " (batch-norm shifts are not whole accumulator steps)" if pend.batchnorm else ""
             self.notes.append(f"{layer.name} ({pend.node.name}): no multiplier of ≤ {self.multiplier_bits} bits "
-                              f"with an integer bias reproduces every threshold{why}; the one missing fewest is "
+                              f"with an integer bias and a product offset reproduces every threshold{why}; the one "
+                              f"missing fewest is "
                               f"used: {info['thresholds_missed']} of {info['thresholds']} thresholds one accumulator "
                               f"step off, effective scale within {info['max_rel_scale_error']:.2e} (relative)")
         shape = pend.out_shape

@@ -18,7 +18,12 @@ a Relu) and qonnx's rounding mode. The source computes ``y = clip(R(r·acc + r·
   of ``b*``, per pair the multiplier inside the most levels' bounds; each miss is one accumulator
   step off), reported as ``exact: false`` with the count and the worst relative scale error. A
   narrow source range whose missing end code the accumulators can reach counts as a miss
-  (``narrow_range_reached``).
+  (``narrow_range_reached``). When that half-up search misses thresholds (a float BatchNorm puts
+  them between accumulator steps, where an integer bias cannot), the layer takes ``floor`` rounding
+  and a per-channel product offset ``c`` (:func:`offset_fit`): ``floor(((acc + b)·m + c)/2^s) ≥ k ⇔
+  acc ≥ T_k`` places each threshold at a resolution of ``1/m`` step, so the smallest ``(m, s)``
+  with a common ``c`` for every level is exact; a channel without one keeps its half-up triple
+  (as ``c = 2^(s−1)`` under floor, the same function).
 
 Both return ``(RequantParams, bias per channel (int64), report dict)``; the report has ``requant``
 (shift/multiplier), ``multiplier_bits``, ``exact``, ``bias_exact`` and ``max_rel_scale_error``.
@@ -31,10 +36,10 @@ import math
 import numpy as np
 
 from ..formats import Rounding
-from ..requant import MAX_SHIFT, RequantParams, requantize
+from ..requant import MAX_SHIFT, OFFSET_LIMIT, RequantParams, requantize
 from .common import ModelImportError
 
-__all__ = ["direct_requant", "fit_thresholds", "ACT_ROUNDING", "REL"]
+__all__ = ["direct_requant", "fit_thresholds", "offset_fit", "ACT_ROUNDING", "REL"]
 
 #: an activation Quant's rounding_mode → the requantizer's rounding (qonnx's ROUND is numpy's half-even)
 ACT_ROUNDING = {"ROUND": Rounding.HALF_EVEN, "HALF_EVEN": Rounding.HALF_EVEN, "HALF_UP": Rounding.HALF_UP,
@@ -110,14 +115,13 @@ def _real_thresholds(r, c0, k, mode):
 
 
 def fit_thresholds(r, b_star, fmt, qlo, qhi, relu, mode, acc_lo, acc_hi, bits):
-    """Per channel ``(m, s, bias)`` whose half-up requantizer equals the real one at every threshold."""
+    """Per channel ``(m, s, bias)`` whose half-up requantizer equals the real one at every threshold;
+    when some channel has none, ``floor`` rounding with per-channel product offsets (see the module)."""
     # the levels the source's staircase climbs; a narrow range's missing end (−2^(b−1), or 2^b − 1) is a clip
     # lowbit's formats do not have: checked afterwards at the ends of the accumulator range
     levels = np.arange(qlo + 1, qhi + 1)
     limit = (1 << bits) - 1
-    ms, ss, bs = [], [], []
-    exact = True
-    worst, missed, narrow_missed = 0.0, 0, False
+    fits, thresholds = [], []
     for c in range(len(r)):
         rc, lo_a, hi_a = float(r[c]), int(acc_lo[c]), int(acc_hi[c])
         T = _real_thresholds(rc, b_star[c] * rc, levels, mode)
@@ -125,20 +129,44 @@ def fit_thresholds(r, b_star, fmt, qlo, qhi, relu, mode, acc_lo, acc_hi, bits):
         sol, misses = _search(rc, b_star[c], levels, T, lo_a, hi_a, limit, fmt, relu)
         if sol is None:  # a ratio beyond any multiplier of these bits
             raise ModelImportError(f"a requantization ratio {rc:.4g} needs more than {bits} multiplier bits")
-        ends = requantize(np.array([lo_a, hi_a]) + sol[2], RequantParams(fmt, sol[1], sol[0], "half_up", relu))
+        fits.append((sol, misses))
+        thresholds.append(T)
+    use_offsets = any(misses for _, misses in fits)
+    ms, ss, bs, cs = [], [], [], []
+    exact = True
+    worst, missed, narrow_missed = 0.0, 0, False
+    for c, ((sol, misses), T) in enumerate(zip(fits, thresholds)):
+        rc, lo_a, hi_a = float(r[c]), int(acc_lo[c]), int(acc_hi[c])
+        m, s, b = sol
+        offset = (1 << s) >> 1  # half-up = floor after adding half
+        if use_offsets:
+            b0 = int(np.round(b_star[c]))
+            found = offset_fit(T, levels, b0, lo_a, hi_a, rc, limit)
+            if found is not None:
+                (m, s, offset), b = found, b0
+            misses = _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu, "floor", offset)
+        rule = RequantParams(fmt, s, m, "floor", relu, offset) if use_offsets else RequantParams(fmt, s, m, "half_up", relu)
+        ends = requantize(np.array([lo_a, hi_a]) + b, rule)
         if ends[0] < qlo or ends[1] > qhi:  # reaches a code the source's narrow range never gives
             misses += 1
             narrow_missed = True
         missed += misses
         exact = exact and misses == 0
-        worst = max(worst, abs(sol[0] / 2.0 ** sol[1] - rc) / rc)
-        ms.append(sol[0])
-        ss.append(sol[1])
-        bs.append(sol[2])
-    m, s = _pack(ms, ss)
-    rq = RequantParams(fmt, s, m, "half_up", relu)
-    return rq, np.array(bs, np.int64), {"requant": "multiplier" if m is not None else "shift",
-                                        "multiplier_bits": rq.multiplier_bits, "exact": exact,
+        worst = max(worst, abs(m / 2.0 ** s - rc) / rc)
+        ms.append(m)
+        ss.append(s)
+        bs.append(b)
+        cs.append(offset)
+    m, s = _pack(ms, ss) if not use_offsets else _pack_keep(ms, ss)
+    offsets = None
+    if use_offsets:
+        cs = np.array(cs, np.int64)
+        offsets = np.int64(cs[0]) if np.all(cs == cs[0]) else cs
+    rq = RequantParams(fmt, s, m, "floor" if use_offsets else "half_up", relu, offsets)
+    kind = "multiplier" if m is not None else "shift"
+    return rq, np.array(bs, np.int64), {"requant": kind + (" + offset" if use_offsets else ""),
+                                        "multiplier_bits": rq.multiplier_bits, "offset_bits": rq.offset_bits,
+                                        "exact": exact,
                                         "bias_exact": bool(np.all(np.abs(np.round(b_star) - b_star)
                                                                   <= REL * np.maximum(1.0, np.abs(b_star)))),
                                         "max_rel_scale_error": float(worst),
@@ -147,10 +175,50 @@ def fit_thresholds(r, b_star, fmt, qlo, qhi, relu, mode, acc_lo, acc_hi, bits):
                                         "narrow_range_reached": narrow_missed}
 
 
-def _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu) -> int:
+def _pack_keep(m, s):
+    """As :func:`_pack` but without reducing ``m/2^s``: the offsets are scaled by ``2^s``."""
+    m, s = np.asarray(m, np.int64), np.asarray(s, np.int64)
+    s_out = np.int64(s[0]) if np.all(s == s[0]) else s
+    if np.all(m == 1):
+        return None, s_out
+    return (np.int64(m[0]) if np.all(m == m[0]) else m), s_out
+
+
+def offset_fit(T, levels, b: int, lo_a: int, hi_a: int, r: float, limit: int):
+    """The smallest ``(m ≤ limit, s, c)`` with ``floor(((acc + b)·m + c)/2^s) ≥ k ⇔ acc ≥ T_k`` for every
+    level ``k`` and accumulator ``lo_a..hi_a``, or None. Exact integer arithmetic (Python ints).
+
+    With ``u = T_k + b``: ``acc = T_k`` reaches ``k`` and ``T_k − 1`` does not iff
+    ``k·2^s − u·m ≤ c ≤ k·2^s − (u − 1)·m − 1``; a threshold at or below ``lo_a`` only needs the first
+    bound at ``u = lo_a + b``, one above ``hi_a`` only the second at ``u = hi_a + 1 + b``. The levels'
+    intervals meet (one ``c`` for all) when ``m/2^s`` is close enough to ``r``: tried from the smallest
+    shift up, the multipliers around ``r·2^s``; ``c`` the common value nearest 0.
+    """
+    pairs = [(int(k), int(t)) for k, t in zip(levels, T)]
+    for s in range(MAX_SHIFT + 1):
+        ideal = r * 2.0 ** s
+        if ideal > limit + 1:
+            break
+        base = math.floor(ideal)
+        cands = sorted({m for m in (base - 1, base, base + 1, base + 2) if 1 <= m <= limit},
+                       key=lambda m: abs(m - ideal))
+        for m in cands:
+            c_lo, c_hi = -OFFSET_LIMIT, OFFSET_LIMIT
+            for k, t in pairs:
+                kk = k << s
+                if t > lo_a:
+                    c_hi = min(c_hi, kk - (min(t, hi_a + 1) + b - 1) * m - 1)
+                if t <= hi_a:
+                    c_lo = max(c_lo, kk - (max(t, lo_a) + b) * m)
+            if c_lo <= c_hi:
+                return m, s, min(max(0, c_lo), c_hi)
+    return None
+
+
+def _misses(m, s, b, levels, T, lo_a, hi_a, fmt, relu, rounding="half_up", offset=None) -> int:
     """How many accumulators at (or just below) a real threshold ``T`` ``requantize(acc + b)`` puts on
     another level than the real requantizer (0: they agree on the whole range, both being monotone)."""
-    rq = RequantParams(fmt, s, m, "half_up", relu)
+    rq = RequantParams(fmt, s, m, rounding, relu, offset)
     below = T - 1
     probe = np.concatenate([T[T <= hi_a], below[below >= lo_a], [lo_a, hi_a]])
     y = requantize(probe + b, rq)
