@@ -74,8 +74,7 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
     f["acc"] = mac.pe * mac.acc_bits                 # accumulate adder + restart mux per bit
     if rq is not None:
         n = rq.lanes
-        # the bias adder, and the product-wide offset adder when the layer has offsets
-        f["rq_add"] = n * (rq.sum_bits + (rq.product_bits if rq.offset_bits else 0))
+        f["rq_add"] = n * rq.sum_bits
         f["rq_mult"] = n * rq.sum_bits * rq.mult_bits
         f["rq_shift"] = n * rq.product_bits * rq.shift_bits
         f["rq_round"] = n * rq.product_bits * {Rounding.FLOOR: 0, Rounding.HALF_UP: 1, Rounding.HALF_EVEN: 2}[rq.rounding]

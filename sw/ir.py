@@ -316,7 +316,7 @@ def _describe_requant(rq: RequantParams | None) -> str:
     return "raw accumulators" if rq is None else (
         f"→ {rq.out_format}{' relu' if rq.relu else ''} "
         f"({rq.rounding.value}, shift {sorted(set(rq.shift.ravel().tolist()))[:4]}"
-        f"{', multiplier' if rq.multiplier is not None else ''})")
+        f"{', multiplier' if rq.multiplier is not None else ''}{', offset' if rq.offset is not None else ''})")
 
 
 #: op name → layer class; filled by :func:`register_layer`.

@@ -85,9 +85,12 @@ def test_a_spec_without_offset_has_no_offset_input_and_reads_as_before():
         RequantSpec(4, 12, "u4", offset_bits=63)
 
 
-def test_cost_model_counts_the_offset_adder():
+def test_cost_model_sees_the_wider_product():
+    """The offset widens the product the rounding stage works on (half_even here); the offset adder
+    itself is not a feature of the fitted model (measured with yosys: about 25 LUTs per lane)."""
     net = _offset_network()
     mac, rq, _ = lower(net, plan_folding(net, [(4, 3), (3, 2)]))[0].specs
+    assert rq.rounding.value == "half_even"
     plain = estimate_block(mac, replace(rq, offset_bits=0))["lut"]
     assert estimate_block(mac, rq)["lut"] > plain
 
