@@ -24,9 +24,13 @@ this importer reads the codes and scales off the graph and writes the same arith
     are searched that reproduce *every* threshold over the layer's whole accumulator range
     (checked level by level with :func:`~lowbit.sw.requant.requantize`) — exact too;
   - when none exists — a float BN or float bias whose shift is not a whole number of accumulator
-    steps, which an integer bias cannot carry — the ``(m, s, bias)`` missing the fewest thresholds
-    (each one accumulator value off) is used and the report says so (``exact: false``, thresholds
-    missed, the worst relative scale error): never silently. A narrow activation range
+    steps, which an integer bias cannot carry — floor rounding with a per-channel product offset
+    ``c`` (``round_shift((acc + bias)·m + c, s)``: it places each threshold at 1/m of an
+    accumulator step) is searched, from the smallest shift up, again checked on every threshold —
+    exact where found (measured: every float-BN conv layer tried);
+  - only when that fails too (e.g. a narrow ``multiplier_bits``) the ``(m, s, bias, c)`` missing the
+    fewest thresholds (each one accumulator value off) is used and the report says so (``exact:
+    false``, thresholds missed, the worst relative scale error): never silently. A narrow activation range
     (``−2^(b−1)+1..``) has no lowbit format: reported when the accumulators reach the extra code;
   - a ``BipolarQuant`` output is a sign: ``acc ≥ ⌈−β/α⌉``, an exact integer threshold in the bias.
 
