@@ -109,6 +109,7 @@ def test_float_model_file_imported_built_and_bit_exact(fashion, tmp_path, arch, 
     from lowbit.sw.quant import quantize
 
     ds = fashion
+    torch.manual_seed(0)  # the initial weights too: the same model as .pt2 and as ONNX
     model = _train(UserCnn() if arch == "cnn" else user_mlp(), ds)
     imported = load_float_model(_export_file(model, fmt, tmp_path / f"user.{fmt}"), image_shape=(28, 28, 1))
     graph, rel = finish_import(imported, ds.x_test[:1000])
