@@ -78,7 +78,7 @@ def nextpnr(netlist: str | Path, target, *, freq_mhz: float | None = None, seed:
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise ToolRunError(f"nextpnr-{target.family} ({target.name}) did not finish within {timeout_s:g} s "
-                               f"(place and route of a large design; synthesize without it: --no-pnr)") from None
+                               f"(place and route of a large design: give it longer with --pnr-timeout, or synthesize without it: --no-pnr)") from None
         seconds = time.monotonic() - t0
         log = proc.stdout + proc.stderr
     if proc.returncode != 0:

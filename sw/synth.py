@@ -319,8 +319,10 @@ def io_wrapper(top: str, ports: dict, clock: str = "clk") -> str:
 # --- one target ------------------------------------------------------------------------------------
 
 def synth_target(folder: str | Path, target: str | Target, *, dsp: str = "auto", pnr: bool = True,
-                 freq_mhz: float | None = None, seed: int = 1, keep_dir: Path | None = None) -> dict:
-    """Synthesize (and place and route) a ``lowbit gen``/``lowbit build`` folder for a target.
+                 freq_mhz: float | None = None, seed: int = 1, keep_dir: Path | None = None,
+                 pnr_timeout_s: float = 1800) -> dict:
+    """Synthesize (and place and route) a ``lowbit gen``/``lowbit build`` folder for a target
+    (``pnr_timeout_s``: nextpnr's time limit; past it a ToolRunError says so).
 
     Parameters
     ----------
@@ -396,7 +398,7 @@ def synth_target(folder: str | Path, target: str | Target, *, dsp: str = "auto",
             notes.append("place-and-route skipped: the design does not fit")
         else:
             from .pnr import nextpnr
-            p = nextpnr(work / "netlist.json", tgt, freq_mhz=freq_mhz, seed=seed)
+            p = nextpnr(work / "netlist.json", tgt, freq_mhz=freq_mhz, seed=seed, timeout_s=pnr_timeout_s)
             times["nextpnr_s"] = p["seconds"]
             report["fmax_mhz"] = p["fmax_mhz"]
             report["pnr"] = {k: v for k, v in p.items() if k != "log"}

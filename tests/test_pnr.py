@@ -80,5 +80,5 @@ def test_a_place_and_route_that_runs_out_of_time_says_so(tmp_path, monkeypatch):
     netlist.write_text("{}")
     monkeypatch.setattr(subprocess, "run", too_slow)
     with pytest.raises(ToolRunError, match=r"nextpnr-ecp5 \(ecp5-85k\) did not finish within 5 s \(place and route "
-                                           r"of a large design; synthesize without it: --no-pnr\)"):
+                                           r"of a large design: give it longer with --pnr-timeout, or synthesize without it: --no-pnr\)"):
         nextpnr(netlist, TARGETS["ecp5-85k"], timeout_s=5)

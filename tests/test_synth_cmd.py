@@ -81,3 +81,10 @@ def test_cli_on_a_gen_folder_reports_and_refuses_when_it_does_not_fit(tmp_path, 
     pct = round(100 * r["lut"] / 10)
     assert f"needs {r['lut']} LUT6 but xilinx-7 has 10 ({pct}%)" in err
     assert json.loads((folder / "synth_xilinx-7.json").read_text())["fits"] is False
+
+
+def test_pnr_timeout_is_checked_before_any_work(capsys):
+    from lowbit.sw.cli import main
+
+    assert main(["synth", "build/nothing-here", "--pnr-timeout", "0"]) == 2
+    assert "--pnr-timeout must be a positive number of seconds, not 0.0" in capsys.readouterr().err

@@ -37,6 +37,8 @@ def add_arguments(p):
     p.add_argument("--freq", type=float, default=None,
                    help="nextpnr clock constraint in MHz (default: 50 for iCE40, 150 for ECP5)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--pnr-timeout", type=float, default=1800, metavar="SECONDS",
+                   help="nextpnr's time limit (a LeNet-size design on ECP5-85k needs more than 1,800 s)")
     p.add_argument("--keep", action="store_true", help="keep netlist and logs in <output>/synth_<target>/")
 
 
@@ -89,9 +91,11 @@ def run(args) -> int:
     # the report goes into --output, by default DIR: refuse the source tree
     out = output_dir(folder, param="DIR") if args.output is None else output_dir(args.output)
     keep = out / f"synth_{args.target}" if args.keep else None
+    if not args.pnr_timeout > 0:
+        raise UserError(f"--pnr-timeout must be a positive number of seconds, not {args.pnr_timeout!r}")
     try:
         r = synth_target(folder.resolve(), args.target, dsp=args.dsp, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed,
-                         keep_dir=keep)
+                         keep_dir=keep, pnr_timeout_s=args.pnr_timeout)
     except RuntimeError as e:  # a tool failed: show its log tail without a traceback
         raise UserError(str(e)) from None
     path = out / f"synth_{args.target}.json"
