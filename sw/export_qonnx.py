@@ -47,6 +47,7 @@ exact), ``Transpose``, float64 ``MatMul``, ``Transpose`` back. A layer past 2^53
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -328,7 +329,13 @@ def build_model(net: Network):
     model = helper.make_model(graph, producer_name="lowbit", opset_imports=[
         helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(QONNX_DOMAIN, 1)])
     model.ir_version = 8  # what onnxruntime and qonnx's tools read
-    helper.set_model_props(model, {"lowbit_network": net.name, "lowbit_layout": "NCHW" if len(h_w_c) == 3 else "NF"})
+    # lowbit.input = pixels: the graph takes raw pixel values (a Brevitas model takes pixel/255); the
+    # importer reads it to re-import this file with input scale 1; lowbit.layers keeps the layers' names and
+    # weight formats (a pow2_N format is annotated as the INTn holding it)
+    helper.set_model_props(model, {"lowbit_network": net.name, "lowbit_layout": "NCHW" if len(h_w_c) == 3 else "NF",
+                                   "lowbit.input": "pixels", "lowbit.layers": json.dumps(
+                                       [[l.name, str(l.weight_format) if hasattr(l, "weight_format") else None]
+                                        for l in net.layers])})
     wrapper = ModelWrapper(model)
     wrapper.set_tensor_datatype(INPUT_NAME, DataType["UINT8"])
     for name, dt in g.datatypes.items():

@@ -23,8 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", metavar="FILE", help="QONNX model (.onnx) written by Brevitas's export_qonnx")
     parser.add_argument("-o", "--output", default=None, metavar="NET.npz",
                         help="IR path (default build/ir/<FILE's stem>.npz)")
-    parser.add_argument("--input-scale", type=float, default=1 / 255,
-                        help="the model's float input is pixel * S (1/255: torchvision's ToTensor)")
+    parser.add_argument("--input-scale", type=float, default=None,
+                        help="the model's float input is pixel * S (default 1/255, torchvision's ToTensor; 1 for a "
+                             "file written by 'lowbit export', which takes raw pixels)")
     parser.add_argument("--multiplier-bits", type=positive_int, default=16,
                         help="widest requantizer multiplier for a scale that is not a power of two (at most 16)")
     parser.add_argument("--check-images", type=int, default=None,
@@ -38,7 +39,7 @@ def run(args) -> int:
 
     from lowbit.sw.frontends.qonnx import import_qonnx, qonnx_agreement
 
-    if not args.input_scale > 0:
+    if args.input_scale is not None and not args.input_scale > 0:
         raise ValueError(f"--input-scale must be a positive number, not {args.input_scale!r}")
     if args.check_images is not None and args.check_images < 1:
         raise ValueError(f"--check-images must be at least 1, not {args.check_images!r}")
@@ -55,7 +56,7 @@ def run(args) -> int:
     for line in report.get("lines", []):
         print(f"  {line}")
     px, labels = ds.x_test[:args.check_images], ds.y_test[:args.check_images]
-    agree = qonnx_agreement(args.model, net, px, input_scale=args.input_scale)
+    agree = qonnx_agreement(args.model, net, px, input_scale=net.metadata["input_scale"])
     print(f"against qonnx's execution on {len(px)} {ds.name} test images: classes agree on "
           f"{100 * agree['class_agreement']:.2f}%, logits equal after undoing the output scale "
           f"{100 * agree['logits_equal']:.2f}% (max |diff| {agree['max_abs_diff']:.3g} output-scale units)")

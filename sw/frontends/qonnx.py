@@ -48,6 +48,16 @@ this importer reads the codes and scales off the graph and writes the same arith
 :func:`import_qonnx` returns the network and a report (``report["lines"]`` prints it);
 :func:`qonnx_agreement` runs qonnx's executor (batched) beside the golden model.
 
+**lowbit's own export** (:mod:`lowbit.sw.export_qonnx`; metadata ``lowbit.input = pixels``, or producer
+``lowbit``) is read back as written: the input scale defaults to 1 (raw pixels); weight initializers
+annotated with an integer QONNX datatype and holding integers are codes of scale 1 (no Quant node); a
+requantizer ``Mul m·2^-s`` → ``Add`` → ``Relu`` → ``Quant`` of unit scale gives back ``m`` (the widest of
+``multiplier_bits``, lowbit's convention), ``s``, the bias added before the ``Mul``, the offset and the
+rounding (FLOOR with ``+½`` is half_up); a ``Pad`` by the format's zero code becomes the Conv's padding;
+a ``Cast`` between float32 and float64 is the identity; the layers' names and weight formats (``pow2_N``,
+annotated as ``INTn``) come from metadata ``lowbit.layers``. A convolution the export lowered to a float64
+MatMul (accumulators ≥ 2^24) is refused.
+
 Everything else — nonzero zero points, grouped or dilated convolutions, residual (two-input)
 ``Add``, ``Trunc``, ops not listed in :data:`SUPPORTED_OPS` — is a :class:`~.common.ModelImportError`
 naming the node, its op type and what is supported.
@@ -71,7 +81,7 @@ from ..ir import IRError, Network
 from ..requant import MAX_MULTIPLIER_BITS
 from .common import ModelImportError
 from .qonnx_layers import SUPPORTED_OPS
-from .qonnx_reader import Reader, source_x
+from .qonnx_reader import Reader, is_lowbit_export, source_x
 from .qonnx_requant import ACT_ROUNDING
 
 __all__ = ["import_qonnx", "qonnx_agreement", "load_qonnx", "SUPPORTED_OPS", "ACT_ROUNDING"]
@@ -113,30 +123,37 @@ def load_qonnx(model):
     return wrapper
 
 # ---- public API --------------------------------------------------------------------------------
-def import_qonnx(model, *, input_scale: float = 1 / 255, multiplier_bits: int = 16, name=None) -> tuple[Network, dict]:
+def import_qonnx(model, *, input_scale: float | None = None, multiplier_bits: int = 16,
+                 name=None) -> tuple[Network, dict]:
     """The integer IR of a quantized QONNX ``model`` (path, bytes or ModelProto) and a report dict.
 
-    ``input_scale``: the graph's float input is ``pixel · input_scale`` (``1/255``: torchvision's
-    ``ToTensor``). ``multiplier_bits`` (2..16) bounds the requantizers' multipliers. The report has
+    ``input_scale``: the graph's float input is ``pixel · input_scale``; None (the default) is ``1/255``
+    (torchvision's ``ToTensor``), or 1 for a file lowbit's own export wrote (metadata ``lowbit.input`` =
+    ``pixels``: it takes the raw pixel values; its integer weights, requantizers and input transform are
+    read back as written — see :mod:`lowbit.sw.export_qonnx`). ``multiplier_bits`` (2..16) bounds the requantizers' multipliers. The report has
     ``ops`` (the op types met), ``input``, ``layers`` (per layer: weight format, scale kind pow2/float
     and tensor/channel, requantizer, multiplier bits, exact or not, the worst relative scale error),
     ``exact``, ``output_scale`` (qonnx's logits = output_scale · lowbit's), ``notes`` and ``seconds``.
     """
     t0 = time.perf_counter()
+    wrapper = load_qonnx(model)
+    if input_scale is None:
+        input_scale = 1.0 if is_lowbit_export(wrapper) else 1 / 255
     if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale) and input_scale > 0):
         raise ModelImportError(f"input_scale must be a positive number, not {input_scale!r}")
     if not isinstance(multiplier_bits, int) or not 2 <= multiplier_bits <= MAX_MULTIPLIER_BITS:
         raise ModelImportError(f"multiplier_bits must be an integer in 2..{MAX_MULTIPLIER_BITS}, not "
                                f"{multiplier_bits!r}")
-    wrapper = load_qonnx(model)
     reader = Reader(wrapper, float(input_scale), multiplier_bits)
     layers = reader.run()
     exact = all(l.get("exact", True) for l in reader.report_layers) and reader.input_report.get("exact", True)
     source = str(model) if isinstance(model, (str, Path)) else "QONNX model"
     meta = {"source": "qonnx", "model": source, "input_scale": float(input_scale),
             "output_scale": reader.output_scale, "exact": exact, "multiplier_bits": multiplier_bits}
-    if name is None:
-        name = Path(model).stem if isinstance(model, (str, Path)) else "qonnx"
+    if name is None:  # lowbit's export records the network's name
+        name = {p.key: p.value for p in wrapper.model.metadata_props}.get("lowbit_network") if reader.lowbit_export \
+            else None
+        name = name or (Path(model).stem if isinstance(model, (str, Path)) else "qonnx")
     try:
         net = Network(layers, reader.transform, name, meta)
     except IRError as e:
@@ -171,8 +188,9 @@ def _report_lines(report: dict) -> list[str]:
     return lines + [f"note: {n}" for n in report["notes"]]
 
 
-def qonnx_agreement(model, net: Network, pixels, *, input_scale: float = 1 / 255, batch: int = 512) -> dict:
-    """Run qonnx's executor (batched) and lowbit's golden model on uint8 ``pixels`` (rows, NHWC order).
+def qonnx_agreement(model, net: Network, pixels, *, input_scale: float | None = None, batch: int = 512) -> dict:
+    """Run qonnx's executor (batched) and lowbit's golden model on uint8 ``pixels`` (rows, NHWC order);
+    ``input_scale`` None: the one ``net`` was imported with (``net.metadata["input_scale"]``).
 
     Returns ``images``, ``class_agreement`` (share of equal argmax), ``class_agreement_rounded`` (the same
     with qonnx's logits rounded to lowbit's integer grid first: ties broken alike), ``logits_equal`` (share of logits
@@ -186,6 +204,8 @@ def qonnx_agreement(model, net: Network, pixels, *, input_scale: float = 1 / 255
 
     if "output_scale" not in net.metadata:
         raise ModelImportError("the network has no metadata output_scale: import it with import_qonnx")
+    if input_scale is None:
+        input_scale = net.metadata.get("input_scale", 1 / 255)
     wrapper = load_qonnx(model)
     iname, oname = wrapper.graph.input[0].name, wrapper.graph.output[0].name
     shape = tuple(wrapper.get_tensor_shape(iname))[1:]

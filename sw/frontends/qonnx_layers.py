@@ -16,14 +16,16 @@ import numpy as np
 
 from ..formats import IntFormat, signed_bits_for_range
 from ..ir import Conv2dLayer, DenseLayer, IRError
-from ..requant import RequantParams
+from ..requant import MAX_SHIFT, RequantParams
 from .common import ModelImportError
 from .qonnx_requant import ACT_ROUNDING, REL, direct_requant, fit_thresholds
 
-__all__ = ["SUPPORTED_OPS", "fail", "Param", "Codes", "Raw", "Pending", "int_format", "LayerFinisher"]
+__all__ = ["SUPPORTED_OPS", "fail", "Param", "Codes", "Raw", "Pending", "int_format", "datatype_format",
+           "LayerFinisher"]
 
 SUPPORTED_OPS = ("Quant", "BipolarQuant", "Constant", "Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div",
-                 "BatchNormalization", "Relu", "MaxPool", "Flatten", "Reshape", "Transpose", "Identity", "Dropout")
+                 "BatchNormalization", "Relu", "MaxPool", "Flatten", "Reshape", "Transpose", "Identity", "Dropout",
+                 "Pad")
 _SUPPORTED = ", ".join(SUPPORTED_OPS)
 
 
@@ -54,6 +56,7 @@ class Codes:
     scale: float
     shape: tuple
     chw: tuple | None = None
+    pad: tuple | None = None  # (ph, pw) of an explicit Pad with the format's zero code, for the next Conv
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Pending:
     conv: dict = field(default_factory=dict)
     relu: bool = False
     batchnorm: bool = False
+    bias_steps: np.ndarray | None = None  # beta at the first Mul (lowbit's export: the integer bias)
 
     @property
     def channels(self) -> int:
@@ -98,6 +102,41 @@ def int_format(node, signed: bool, bits: int) -> IntFormat:
     except ValueError as e:
         kind = "signed" if signed else "unsigned"
         raise fail(node, f"a {kind} {bits}-bit Quant has no lowbit format ({e})") from None
+
+
+def datatype_format(name: str) -> IntFormat | None:
+    """The lowbit format of a QONNX integer ``DataType`` name (``INT4``, ``UINT8``, ``BINARY``, ``BIPOLAR``,
+    ``TERNARY``), or None (a float type, or no lowbit format)."""
+    try:
+        if name in ("BIPOLAR", "TERNARY"):
+            return IntFormat.bipolar() if name == "BIPOLAR" else IntFormat.ternary()
+        if name == "BINARY":
+            return IntFormat.unsigned(1)
+        if name.startswith("UINT"):
+            return IntFormat.unsigned(int(name[4:]))
+        if name.startswith("INT"):
+            return IntFormat.signed(int(name[3:]))
+    except ValueError:
+        return None
+    return None
+
+
+def _widest(factor: float, bits: int):
+    """``(m, s)`` with ``m·2^-s == factor`` exactly and ``m`` the widest of at most ``bits`` bits (lowbit's
+    scaled quantizer normalises its multipliers so), or None when the factor is not such a dyadic."""
+    limit = (1 << bits) - 1
+    for s in range(MAX_SHIFT + 1):
+        m = factor * 2.0 ** s
+        if m == np.floor(m):
+            break
+    else:
+        return None
+    if not 1 <= m <= limit:
+        return None
+    m = int(m)
+    while m * 2 <= limit and s < MAX_SHIFT:
+        m, s = m * 2, s + 1
+    return m, s
 
 
 class LayerFinisher:
@@ -126,6 +165,8 @@ class LayerFinisher:
         k = "conv" if pend.kind == "conv" else "fc"
         name = f"{k}{self.counts[k]}"
         self.counts[k] += 1
+        name, wfmt = self.recorded_layer(name, pend.wfmt, pend.weights)
+        pend.wfmt = wfmt
         bias = np.asarray(bias, np.int64)
         try:
             if pend.kind == "conv":
@@ -162,6 +203,10 @@ class LayerFinisher:
         if bits == 1 and signed:
             raise fail(node, "a 1-bit signed Quant: export bipolar activations as BipolarQuant")
         s_out = float(scale.reshape(()))
+        if self.lowbit_export:
+            done = self._finish_lowbit(node, pend, s_out, bits, signed, narrow, mode)
+            if done is not None:
+                return done
         fmt = int_format(node, signed, bits)
         from qonnx.custom_op.general.intquant import max_int, min_int
 
@@ -197,6 +242,57 @@ class LayerFinisher:
         shape = pend.out_shape
         return Codes(fmt, s_out, shape)
 
+    def _finish_lowbit(self, node, pend: Pending, s_out, bits, signed, narrow, mode):
+        """lowbit's own requantizer, read back as written (:mod:`lowbit.sw.export_qonnx`): ``acc + bias`` →
+        ``Mul m·2^-s`` → ``Add (c + ½·2^s)·2^-s`` → ``Relu`` → ``Quant`` of unit scale, FLOOR or ROUND.
+
+        Exact by construction: ``m`` and the offset are read off dyadic constants, the rounding from the
+        Quant; ``m`` is taken the widest of ``multiplier_bits`` (lowbit's convention: ``m/2^s`` itself does
+        not say). None when the layer is not of that shape (then the general path decides)."""
+        if s_out != 1 or not np.all(pend.inp.scale * pend.wscale == 1):
+            return None
+        fmt = IntFormat.ternary() if (bits, signed, narrow) == (2, True, True) else (
+            None if narrow else int_format(node, signed, bits))
+        if fmt is None or mode.upper() not in ("FLOOR", "ROUND"):
+            return None
+        bias = pend.beta if pend.bias_steps is None else pend.bias_steps
+        if not np.all(bias == np.round(bias)) or np.any(pend.alpha <= 0):
+            return None
+        found = [_widest(float(a), self.multiplier_bits) for a in pend.alpha]
+        if any(f is None for f in found):
+            return None
+        m = np.array([f[0] for f in found], np.int64)
+        s = np.array([f[1] for f in found], np.int64)
+        if np.all(np.log2(pend.alpha) == np.round(np.log2(pend.alpha))):  # powers of two: a pure shift
+            m, s = np.ones_like(m), (-np.log2(pend.alpha)).astype(np.int64)
+            if np.any(s < 0):
+                return None
+        added = (pend.beta - bias * pend.alpha) * np.exp2(s.astype(np.float64))  # c (+ 2^(s-1)), in 2^-s steps
+        if not np.all(added == np.round(added)):
+            return None
+        added = added.astype(np.int64)
+        half = np.where(s > 0, np.int64(1) << np.maximum(s - 1, 0), 0)
+        if mode.upper() == "ROUND":
+            rounding, offset = "half_even", added
+        elif np.all(added == half) and np.any(s > 0):
+            rounding, offset = "half_up", np.zeros_like(added)
+        else:
+            rounding, offset = "floor", added
+        offset = None if not np.any(offset) else (np.int64(offset[0]) if np.all(offset == offset[0]) else offset)
+        shift = np.int64(s[0]) if np.all(s == s[0]) else s
+        mult = None if np.all(m == 1) else (np.int64(m[0]) if np.all(m == m[0]) else m)
+        relu = pend.relu or fmt.min >= 0
+        try:
+            rq = RequantParams(fmt, shift, mult, rounding, relu, offset)
+        except ValueError:
+            return None
+        layer = self._make(pend, bias.astype(np.int64), rq)
+        self.report_layers.append(self._layer_report(
+            pend, layer.name, out_format=str(fmt), act_scale=s_out, flipped_channels=0,
+            requant=("shift" if mult is None else "multiplier") + (" + offset" if offset is not None else ""),
+            multiplier_bits=rq.multiplier_bits, exact=True, bias_exact=True, max_rel_scale_error=0.0))
+        return Codes(fmt, s_out, pend.out_shape)
+
     def finish_bipolar(self, node, pend: Pending):
         scale = self.bipolar_scale(node)
         if scale.size != 1:
@@ -208,7 +304,9 @@ class LayerFinisher:
             raise fail(pend.node, "a channel with scale 0 (constant output) is not supported")
         # +1 iff alpha·acc + beta ≥ 0 iff acc ≥ ceil(−beta/alpha): the threshold is an integer bias
         acc_lo, acc_hi = self._acc_bounds(pend)
-        t = np.clip(np.ceil(-pend.beta / pend.alpha), acc_lo, acc_hi + 1)
+        t = np.ceil(-pend.beta / pend.alpha)
+        if not self.lowbit_export:  # lowbit's own export keeps its bias as written, reachable or not
+            t = np.clip(t, acc_lo, acc_hi + 1)
         bias = (-t).astype(np.int64)
         layer = self._make(pend, bias, RequantParams(IntFormat.bipolar(), 0, None, "floor", False))
         self.report_layers.append(self._layer_report(pend, layer.name, out_format="bipolar",

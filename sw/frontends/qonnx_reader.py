@@ -16,9 +16,21 @@ import numpy as np
 from ..formats import IntFormat, Kind, signed_bits_for_range
 from ..ir import InputTransform, IRError, MaxPool2dLayer
 from .common import ModelImportError, nchw_columns
-from .qonnx_layers import SUPPORTED_OPS, Codes, LayerFinisher, Param, Pending, Raw, fail, int_format
+from .qonnx_layers import SUPPORTED_OPS, Codes, LayerFinisher, Param, Pending, Raw, datatype_format, fail, int_format
 
-__all__ = ["Reader", "source_x"]
+__all__ = ["Reader", "source_x", "is_lowbit_export", "LOWBIT_INPUT_KEY"]
+
+#: the metadata key lowbit's export writes: its graph takes the raw pixel values (input scale 1)
+LOWBIT_INPUT_KEY = "lowbit.input"
+#: and the IR layers' names and weight formats (JSON ``[[name, format or null], ...]``)
+LOWBIT_LAYERS_KEY = "lowbit.layers"
+
+
+def is_lowbit_export(wrapper) -> bool:
+    """Whether the model was written by :func:`lowbit.sw.export_qonnx.export_qonnx` (its metadata key, or
+    the producer name of files written before the key): integer weights without Quant nodes, raw pixels."""
+    props = {p.key: p.value for p in wrapper.model.metadata_props}
+    return props.get(LOWBIT_INPUT_KEY) == "pixels" or wrapper.model.producer_name == "lowbit"
 
 
 def _attrs_raw(node) -> dict:
@@ -52,6 +64,8 @@ class Reader(LayerFinisher):
         self.transform = InputTransform()
         self.input_report: dict = {}
         self.counts = {"conv": 0, "fc": 0, "pool": 0}
+        self.lowbit_export = is_lowbit_export(wrapper)
+        self.recorded = _recorded_layers(wrapper) if self.lowbit_export else None
 
     # ---- constants ----------------------------------------------------------------------------
     def const(self, name):
@@ -119,7 +133,14 @@ class Reader(LayerFinisher):
             if self.params[name].fmt is None:
                 raise fail(node, f"its weights {name!r} have more than 16 bits (lowbit's widest weight format)")
             return self.params[name]
-        if self.m.get_initializer(name) is not None:
+        init = self.m.get_initializer(name)
+        fmt = None if init is None else datatype_format(self.m.get_tensor_datatype(name).name)
+        if fmt is not None:  # lowbit's export: integer codes annotated with their QONNX datatype, scale 1
+            codes = np.asarray(init, np.float64)
+            if not np.all(fmt.contains(codes.astype(np.int64))) or not np.all(codes == np.round(codes)):
+                raise fail(node, f"its weights {name!r} are annotated {fmt.qonnx_datatype} but hold other values")
+            return Param(codes, np.ones_like(codes), fmt)
+        if init is not None:
             raise fail(node, f"its weights {name!r} are float (no Quant node): this importer takes quantized "
                               "QONNX models (Brevitas export_qonnx); use the ONNX importer for float models")
         raise fail(node, f"its weights {name!r} are not a constant")
@@ -157,9 +178,21 @@ class Reader(LayerFinisher):
             if dynamic != [current] or len(node.output) != 1 and node.op_type not in ("Dropout", "BatchNormalization"):
                 raise fail(node, f"it must take the one computed tensor {current!r} (a chain of layers), "
                                   f"not {dynamic}")
+            if node.op_type == "Cast" and self.lowbit_export:
+                # lowbit's export computes a layer in float64 when float32 cannot hold its integers exactly:
+                # the values stay the same integers, so a Cast between FLOAT and DOUBLE is the identity
+                from onnx import TensorProto
+
+                if _attrs(node).get("to") not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+                    raise fail(node, "only a Cast between float32 and float64 is supported")
+                current = node.output[0]
+                continue
             if node.op_type not in SUPPORTED_OPS or node.op_type == "Transpose":
                 extra = (" (Brevitas writes it for a QuantAvgPool2d or a truncated accumulator; lowbit has neither)"
                          if node.op_type == "Trunc" else "")
+                if self.lowbit_export and node.op_type == "Transpose":
+                    extra = (": re-import of an export that computes a convolution in float64 (lowered to "
+                             "im2col and a float64 MatMul: its accumulators reach 2^24) is not supported")
                 raise fail(node, f"op {node.op_type} is not supported{extra}")
             state = self.step(node, state)
             current = node.output[0]
@@ -205,19 +238,69 @@ class Reader(LayerFinisher):
         if op in ("Quant", "BipolarQuant"):
             return self.input_quant(node, state)
         if op in ("Conv", "MatMul", "Gemm"):
-            if state.ops:
-                raise fail(node, "the input is transformed by float ops without a Quant before the first layer")
+            if state.ops:  # lowbit's ``offset`` transform without a shift: integer codes without a Quant
+                codes = self._emulate(state)
+                transform = _find_transform(codes) if np.all(codes == np.round(codes)) else None
+                if transform is None:
+                    raise fail(node, "the input is transformed by float ops without a Quant before the first "
+                                      "layer")
+                return self.begin_layer(node, self._set_transform(transform, codes.astype(np.int64), None,
+                                                                  self.input_scale,
+                                                                  state))
             fmt = IntFormat.unsigned(8)
             self.input_report = {"quant": None, "transform": self.transform.to_json(), "format": str(fmt),
                                  "scale": self.input_scale}
             return self.begin_layer(node, Codes(fmt, self.input_scale, state.shape, state.chw))
         raise fail(node, "before the input's Quant only Flatten, Reshape and scalar Mul/Add/Sub/Div are supported")
 
-    def input_quant(self, node, state: Raw):
-        pixels = np.arange(256)
-        x = source_x(pixels, self.input_scale)
+    def recorded_layer(self, name: str, fmt, weights):
+        """The name and weight format lowbit's export recorded for the next layer (metadata
+        ``lowbit.layers``), else ``name`` and ``fmt``: the file's INTn annotation cannot say ``pow2_N``; a
+        recorded format must hold the codes read."""
+        i = len(self.layers)
+        if not self.recorded or i >= len(self.recorded):
+            return name, fmt
+        rec_name, rec_fmt = self.recorded[i]
+        if rec_fmt is not None and fmt is not None:
+            from ..formats import parse_format
+
+            try:
+                cand = parse_format(rec_fmt)
+            except ValueError:
+                cand = None
+            if cand is not None and cand.kind is not Kind.BIPOLAR and np.all(cand.contains(weights)):
+                fmt = cand
+        return (rec_name if isinstance(rec_name, str) and rec_name.isidentifier() else name), fmt
+
+    def _pad(self, node, st: Codes, a: dict) -> Codes:
+        """A Pad before a Conv (lowbit's export pads a bipolar input with −1, its code for 0): folded into
+        the Conv's padding."""
+        pad = _pad_of(self, node, st, a)
+        if pad is None:
+            raise fail(node, f"only a constant Pad of H and W (symmetric) by the zero code "
+                             f"of {st.fmt} before a Conv is supported")
+        c, h, w = st.shape
+        return Codes(st.fmt, st.scale, (c, h + 2 * pad[0], w + 2 * pad[1]), st.chw, pad)
+
+    def _emulate(self, state: Raw) -> np.ndarray:
+        """The source's float32 values for all 256 pixel values after the scalar ops so far."""
+        x = source_x(np.arange(256), self.input_scale)
         for op, c in state.ops:
             x = {"Mul": x * c, "Add": x + c, "Sub": x - c, "Div": x / c}[op].astype(np.float32)
+        return x
+
+    def _set_transform(self, transform, codes, quant, s, state) -> Codes:
+        lo, hi = int(codes.min()), int(codes.max())
+        fmt = IntFormat.bipolar() if transform.kind == "threshold" else (
+            IntFormat.unsigned(max(1, hi.bit_length())) if lo >= 0 else IntFormat.signed(
+                max(2, signed_bits_for_range(lo, hi))))
+        self.transform = transform
+        self.input_report = {"quant": quant, "transform": transform.to_json(), "format": str(fmt), "scale": s,
+                             "exact": True}
+        return Codes(fmt, s, state.shape, state.chw)
+
+    def input_quant(self, node, state: Raw):
+        x = self._emulate(state)
         if node.op_type == "BipolarQuant":
             scale = self.bipolar_scale(node)
             codes = np.where(x >= 0, 1, -1)
@@ -265,7 +348,14 @@ class Reader(LayerFinisher):
             pads = list(a.get("pads", [0, 0, 0, 0]))
             if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
                 raise fail(node, f"pads {pads} must be symmetric 2-D [top, left, bottom, right]")
-            if any(pads) and inp.fmt.kind is Kind.BIPOLAR:
+            explicit_pad = inp.pad is not None
+            if explicit_pad:  # an explicit Pad with the format's zero code (lowbit's export)
+                if any(pads):
+                    raise fail(node, "a padded input must not be padded again by the Conv")
+                pads = [inp.pad[0], inp.pad[1], inp.pad[0], inp.pad[1]]
+                inp = Codes(inp.fmt, inp.scale, (inp.shape[0], inp.shape[1] - 2 * pads[0],
+                                                 inp.shape[2] - 2 * pads[1]), inp.chw)
+            if any(pads) and inp.fmt.kind is Kind.BIPOLAR and not explicit_pad:
                 raise fail(node, "zero padding of a bipolar (±scale) input has no code for 0")
             p = self.weights_of(node, node.input[1])
             if p.codes.ndim != 4 or p.codes.shape[1] != inp.shape[0]:
@@ -339,6 +429,8 @@ class Reader(LayerFinisher):
             else:
                 k = self.channel_vector(node, pend, c)
                 k = k if op == "Mul" else 1.0 / k
+                if pend.bias_steps is None and np.all(pend.alpha == 1):
+                    pend.bias_steps = pend.beta.copy()  # what was added before the scaling: lowbit's bias
                 pend.alpha, pend.beta = pend.alpha * k, pend.beta * k
             return pend
         if op == "BatchNormalization":
@@ -372,6 +464,16 @@ class Reader(LayerFinisher):
             if st.fmt.kind is Kind.UNSIGNED:
                 return st
             raise fail(node, f"a Relu on {st.fmt} codes after their Quant is not supported (put it before the Quant)")
+        if op == "Pad":
+            return self._pad(node, st, a)
+        if op in ("Add", "Sub") and not self.layers and self.transform.kind == "shift" and st.scale == 1:
+            c = self.const(node.input[1])  # lowbit's offset transform: (pixel >> k) − a after the shift's Quant
+            if c is not None and c.size == 1 and float(c.reshape(())) == round(float(c.reshape(()))):
+                a_ = -int(round(float(c.reshape(())))) * (1 if op == "Add" else -1)
+                codes = (np.arange(256) >> self.transform.amount) - a_
+                transform = _find_transform(codes)
+                if transform is not None:
+                    return self._set_transform(transform, codes, self.input_report.get("quant"), 1.0, st)
         if op == "MaxPool":
             if len(st.shape) != 3:
                 raise fail(node, f"a max-pool needs a [C, H, W] input, not {list(st.shape)}")
@@ -383,6 +485,7 @@ class Reader(LayerFinisher):
             c, h, w = st.shape
             name = f"pool{self.counts['pool']}"
             self.counts["pool"] += 1
+            name, _ = self.recorded_layer(name, None, None)
             try:
                 layer = MaxPool2dLayer(st.fmt, name, in_shape=(h, w, c), kernel=kernel, stride=stride)
             except IRError as e:
@@ -401,6 +504,36 @@ class Reader(LayerFinisher):
                 return st  # re-quantizing codes to their own grid: the identity
             raise fail(node, "a Quant of already quantized codes (a requantization without a layer) is not supported")
         raise fail(node, f"{op} on quantized activations is not supported")
+
+
+def _recorded_layers(wrapper) -> list | None:
+    """``[[name, weight format or None], ...]`` per IR layer from the export's metadata, or None."""
+    import json
+
+    props = {p.key: p.value for p in wrapper.model.metadata_props}
+    try:
+        layers = json.loads(props.get(LOWBIT_LAYERS_KEY, "null"))
+    except ValueError:
+        return None
+    ok = isinstance(layers, list) and all(isinstance(l, list) and len(l) == 2 for l in layers)
+    return layers if ok else None
+
+
+def _pad_of(reader, node, st: Codes, a: dict):
+    """``(ph, pw)`` of a constant ``Pad`` of a [C, H, W] tensor by its format's zero code, symmetric in H, W."""
+    from ..ir import pad_value
+
+    mode = a.get("mode", "constant")
+    pads = reader.const(node.input[1]) if len(node.input) > 1 else None
+    value = reader.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
+    if mode != "constant" or pads is None or value is None or len(st.shape) != 3 or st.pad is not None:
+        return None
+    p = [int(v) for v in np.asarray(pads).ravel()]
+    if len(p) != 8 or any(p[i] for i in (0, 1, 4, 5)) or p[2] != p[6] or p[3] != p[7] or min(p) < 0:
+        return None
+    if float(np.asarray(value).reshape(-1)[0]) != pad_value(st.fmt):
+        return None
+    return p[2], p[3]
 
 
 def _find_transform(codes: np.ndarray) -> InputTransform | None:
