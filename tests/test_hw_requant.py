@@ -19,13 +19,16 @@ def codes_to_values(spec, codes):
     return spec.out_format.decode(np.asarray(codes))
 
 
-def run(spec, accs, bias, mult, shift, gap=0.2, stall=0.2, model="synthesis"):
-    """Every acc through the circuit with the given per-beat parameters; returns decoded values."""
+def run(spec, accs, bias, mult, shift, gap=0.2, stall=0.2, model="synthesis", offsets=None):
+    """Every acc through the circuit with the given per-beat parameters (``offsets``: one product offset per
+    lane, for a spec with ``offset_bits``); returns ``(acc, decoded values)``, both ``[beats, lanes]``."""
     dut = Requantizer(spec, model=model)
-    pad = (-len(accs)) % LANES
-    acc = np.concatenate([accs, accs[:pad]]).reshape(-1, LANES)
-    beats = [{"acc": a.tolist(), "bias": [bias] * LANES, "shift": [shift] * LANES,
-              **({"mult": [mult] * LANES} if spec.mult_bits else {})} for a in acc]
+    lanes = spec.lanes
+    pad = (-len(accs)) % lanes
+    acc = np.concatenate([accs, accs[:pad]]).reshape(-1, lanes)
+    beats = [{"acc": a.tolist(), "bias": [bias] * lanes, "shift": [shift] * lanes,
+              **({"mult": [mult] * lanes} if spec.mult_bits else {}),
+              **({"offset": [int(c) for c in offsets]} if offsets is not None else {})} for a in acc]
     got = {}
 
     async def producer(ctx):

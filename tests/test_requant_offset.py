@@ -6,15 +6,12 @@ without offsets builds the circuit it did before offsets existed."""
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from lowbit.hw.requant import Requantizer, requant_input_layout
-from lowbit.sim.streams import get_n, put_all
+from lowbit.hw.requant import requant_input_layout
 from lowbit.sw.cost import estimate_block
 from lowbit.sw.fold import plan_folding
 from lowbit.sw.golden import dense_forward, run_network
@@ -24,35 +21,15 @@ from lowbit.sw.pack import ParamLayout, param_banks, params_from_banks
 from lowbit.sw.randnet import random_network
 from lowbit.sw.requant import RequantParams, requantize
 from lowbit.sw.specs import RequantSpec
+from tests.test_hw_requant import run as run_requantizer
 
 LANES = 8
 ACC_BITS = 10
 
 
-def run(spec, accs, bias, mult, shift, offsets, gap=0.2, stall=0.2):
-    """Every acc through the circuit, lane ``k`` with ``offsets[k]``; returns (acc, values)."""
-    dut = Requantizer(spec)
-    pad = (-len(accs)) % LANES
-    acc = np.concatenate([accs, accs[:pad]]).reshape(-1, LANES)
-    beats = [{"acc": a.tolist(), "bias": [bias] * LANES, "shift": [shift] * LANES, "mult": [mult] * LANES,
-              "offset": [int(c) for c in offsets]} for a in acc]
-    got = {}
-
-    async def producer(ctx):
-        await put_all(ctx, dut.i, beats, gap_prob=gap, rng=random.Random(shift))
-
-    async def consumer(ctx):
-        got["o"] = await get_n(ctx, dut.o, len(beats), stall_prob=stall, rng=random.Random(mult))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    codes = np.array([[int(v) for v in p] for p in got["o"]]) & ((1 << spec.out_format.bits) - 1)
-    if spec.out_format.kind.value == "bipolar":
-        codes = codes & 1
-    return acc, spec.out_format.decode(codes)
+def run(spec, accs, bias, mult, shift, offsets):
+    """Every acc through the circuit, lane ``k`` with ``offsets[k]`` (the requantizer testbench's driver)."""
+    return run_requantizer(spec, accs, bias, mult, shift, offsets=offsets)
 
 
 @pytest.mark.parametrize("rounding", ["floor", "half_up", "half_even"])
