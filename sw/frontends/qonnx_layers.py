@@ -18,7 +18,7 @@ from ..formats import IntFormat, signed_bits_for_range
 from ..ir import Conv2dLayer, DenseLayer, IRError
 from ..requant import MAX_SHIFT, RequantParams
 from .common import ModelImportError
-from .qonnx_requant import ACT_ROUNDING, REL, direct_requant, fit_thresholds
+from .qonnx_requant import ACT_ROUNDING, REL, direct_requant, dyadic, fit_thresholds
 
 __all__ = ["SUPPORTED_OPS", "fail", "Param", "Codes", "Raw", "Pending", "int_format", "datatype_format",
            "LayerFinisher"]
@@ -124,17 +124,11 @@ def datatype_format(name: str) -> IntFormat | None:
 def _widest(factor: float, bits: int):
     """``(m, s)`` with ``m·2^-s == factor`` exactly and ``m`` the widest of at most ``bits`` bits (lowbit's
     scaled quantizer normalises its multipliers so), or None when the factor is not such a dyadic."""
-    limit = (1 << bits) - 1
-    for s in range(MAX_SHIFT + 1):
-        m = factor * 2.0 ** s
-        if m == np.floor(m):
-            break
-    else:
+    found = dyadic(factor, bits)
+    if found is None:
         return None
-    if not 1 <= m <= limit:
-        return None
-    m = int(m)
-    while m * 2 <= limit and s < MAX_SHIFT:
+    m, s = int(found[0][0]), int(found[1][0])
+    while m * 2 <= (1 << bits) - 1 and s < MAX_SHIFT:
         m, s = m * 2, s + 1
     return m, s
 

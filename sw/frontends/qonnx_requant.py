@@ -47,7 +47,7 @@ ACT_ROUNDING = {"ROUND": Rounding.HALF_EVEN, "HALF_EVEN": Rounding.HALF_EVEN, "H
 REL = 1e-6  # "integral" / "equal" within this relative tolerance
 
 
-def _dyadic(r: np.ndarray, bits: int):
+def dyadic(r, bits: int):
     """``(m, s)`` per entry with ``m/2^s == r`` exactly (m < 2^bits, the smallest shift), or None."""
     limit = (1 << bits) - 1
     ms, ss = [], []
@@ -90,7 +90,7 @@ def direct_requant(r, b_star, fmt, qlo, qhi, rounding, relu, mode, signed, bits)
         return None, None, None  # a narrow range: lowbit clips at the format's ends
     if mode == "HALF_UP" and signed and not relu:
         return None, None, None  # qonnx's HALF_UP rounds negative ties away from zero, lowbit's up
-    found = _dyadic(r, bits)
+    found = dyadic(r, bits)
     if found is None:
         return None, None, None
     m, s = _pack(*found)
