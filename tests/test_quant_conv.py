@@ -143,7 +143,7 @@ def test_qat_on_conv_is_exact_and_learns(setup, method, wb, ab, opts, epochs, le
     ds, model, _ = setup
     graph = folded(model)
     plan = make_plan(graph, method, wb, ab, ds.x_train[:300], **opts)
-    tuned = qat_finetune(graph, plan, ds.x_train, ds.y_train, epochs=epochs, seed=0, progress=False)
+    tuned, _ = qat_finetune(graph, plan, ds.x_train, ds.y_train, epochs=epochs, seed=0, progress=False)
     net = export_network(tuned, plan)
     assert_exact(tuned, plan, net, ds)
     ptq = export_network(graph, plan)

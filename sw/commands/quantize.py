@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calib", type=int, default=2000, help="training images used for calibration")
     parser.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning (straight-through estimator)")
     parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--learn-scales", action="store_true",
+                        help="--qat: train the weight and activation scales with the weights (LSQ; pow2/dfp: "
+                             "power-of-two scales learned as rounded exponents)")
     parser.add_argument("--granularity", default="channel", help="scaled: weight scale per 'channel' or 'layer'")
     parser.add_argument("--multiplier-bits", type=int, default=16, help="scaled/ternary/binary: requantizer multiplier width")
     parser.add_argument("--cluster", default="4", help="ternary: output channels per scale (1, 4, 16, 64, layer)")
@@ -104,6 +107,10 @@ def check_arguments(args) -> None:
                               ("--wage-epochs", args.wage_epochs, args.method == "wage")):
         if used and value < 0:
             raise ValueError(f"{flag} must be a non-negative integer, not {value!r}")
+    if args.learn_scales and not (args.qat and args.method in METHODS):
+        raise ValueError(f"--learn-scales trains scales during QAT: it needs --qat and a --method among "
+                         f"{', '.join(METHODS)}, not --method {args.method}"
+                         f"{'' if args.qat else ' without --qat'}")
 
 
 def import_model(args, ds):
@@ -170,7 +177,7 @@ def run(args) -> int:
             return 0
         net = quantize(model, args.method, args.weight_bits, args.act_bits, ds.x_train[:args.calib], qat=args.qat,
                        train_data=(ds.x_train, ds.y_train), qat_epochs=args.qat_epochs, seed=args.seed,
-                       **method_options(args))
+                       learn_scales=args.learn_scales, **method_options(args))
     net.metadata.update(dataset=ds.name)
     if args.model:
         net.metadata["source_model"] = {"file": str(args.model), **model.import_check}

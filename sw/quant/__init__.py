@@ -101,7 +101,7 @@ def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=No
 
 def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, qat: bool = False,
              train_data=None, qat_epochs: int = 3, seed: int = 0, progress: bool = True, name: str | None = None,
-             **opts):
+             learn_scales: bool = False, scale_lr: float | None = None, **opts):
     """Quantize a float graph to the integer IR (see the module docstring).
 
     Batch norm is folded first (:func:`folded`); QAT then fine-tunes the folded weights, so the
@@ -114,7 +114,8 @@ def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=Non
 
         if train_data is None:
             raise QuantError("qat=True needs train_data=(x_uint8, labels), not None")
-        model = qat_finetune(model, plan, *train_data, epochs=qat_epochs, seed=seed, progress=progress)
+        model, plan = qat_finetune(model, plan, *train_data, epochs=qat_epochs, seed=seed, progress=progress,
+                                   learn_scales=learn_scales, scale_lr=scale_lr)
         plan.metadata.update(qat=True, qat_epochs=qat_epochs)
     wb, ab = plan.metadata["weight_bits"], plan.metadata["act_bits"]
     ib = f"_in{plan.metadata['input_bits']}" if "input_bits" in plan.metadata else ""

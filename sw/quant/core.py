@@ -82,18 +82,23 @@ class ActSpec:
     def qmax(self) -> int:
         return 1 if self.kind == "bipolar" else (1 << self.bits) - 1
 
-    def fake(self, z: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    def fake(self, z: torch.Tensor, margin: float = 0.0, step: torch.Tensor | None = None) -> torch.Tensor:
         """Quantize pre-activations ``z`` (real) the way the requantizer does; STE gradient.
 
         Both kinds are a ReLU quantizer onto ``{0, step, …, qmax·step}`` with ties rounded
         up (the requantizer's ``half_up``); the gradient passes where ``z`` is in range.
         ``margin`` (in steps) sends values within it below a tie up too (float round-off of
-        an exact tie; :func:`fake_forward`'s ``exact`` mode).
+        an exact tie; :func:`fake_forward`'s ``exact`` mode). ``step`` (a tensor) replaces the
+        spec's step (``scale``; bipolar ``c``) and receives LSQ's gradient
+        (:mod:`lowbit.sw.quant.learned`): the same values, computed as ``round(z/step)·step``.
         """
-        step = 2 * self.scale if self.kind == "bipolar" else self.scale
         # bipolar: z − c/2 is a multiple of s_acc and hits 0 exactly often (sums of ±1);
         # a tiny margin keeps float32 round-off from flipping those ties
         eps = max(1e-4, margin) if self.kind == "bipolar" else margin
+        if step is not None:
+            v = torch.clamp(z / step, 0.0, float(self.qmax))
+            return (v + (torch.clamp(torch.floor(v + 0.5 + eps), 0, self.qmax) - v).detach()) * step
+        step = 2 * self.scale if self.kind == "bipolar" else self.scale
         zc = torch.clamp(z, 0.0, step * self.qmax)
         q = torch.clamp(torch.floor(zc / step + 0.5 + eps), 0, self.qmax) * step
         return zc + (q - zc).detach()
@@ -153,10 +158,24 @@ class WeightQuant:
             return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
         raise AssertionError(self.kind)
 
-    def fake(self, w: torch.Tensor) -> torch.Tensor:
-        """``scale * q`` with a straight-through gradient to ``w``."""
-        q = self.integers(w) * per_channel(self.scale, w)
-        return w + (q - w).detach()
+    def fake(self, w: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * q`` with a straight-through gradient to ``w``.
+
+        ``scale`` (a tensor, one or one per channel) replaces the frozen scale and receives
+        LSQ's gradient (:mod:`lowbit.sw.quant.learned`; ``int`` and ``bipolar`` kinds): the
+        same values, with the gradient to ``w`` cut where it is clipped.
+        """
+        if scale is None:
+            q = self.integers(w) * per_channel(self.scale, w)
+            return w + (q - w).detach()
+        s = scale.reshape(-1, *([1] * (w.dim() - 1)))
+        if self.kind == "int":
+            v = torch.clamp(w / s, self.fmt.min, self.fmt.max)
+            return (v + (torch.round(v) - v).detach()) * s
+        if self.kind == "bipolar":
+            sign = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+            return (w + (sign - w).detach()) * s
+        raise ValueError(f"a {self.kind} weight quantizer has no learned scale")
 
 
 def per_channel(values, w: torch.Tensor) -> torch.Tensor:
@@ -273,7 +292,7 @@ class QuantPlan:
 
 
 def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tensor | None = None,
-                 exact: bool = False) -> torch.Tensor:
+                 exact: bool = False, scales: dict | None = None) -> torch.Tensor:
     """Fake-quantized logits. ``pixels`` (uint8 values) give the exact integer input.
 
     Runs the graph's loop with the plan's quantizers: each weighted layer computes with
@@ -286,11 +305,20 @@ def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tenso
     float64 (``model.double()``): requantization ratios rounded to the IR's multipliers
     (:func:`requant_ratios`) and exact ties sent up, as the requantizer's ``half_up`` does.
     Without it (training) the ratios are the real ones; they differ by < 2^-(multiplier_bits-1).
+
+    ``scales`` (:meth:`lowbit.sw.quant.learned.LearnedScales.resolve`) replaces the plan's
+    weight and activation scales by trained tensors (``{"weights": {name: s}, "acts": {name:
+    step}}``; a name missing keeps the plan's): quantization-aware training with learned scales.
     """
     stages = quant_stages(model)
     if any(st.divisors for st in stages):
         raise QuantError("fake_forward does not take constant Scale layers (fold them into the weights first)")
+    if exact and scales is not None:
+        raise QuantError("fake_forward's exact mode computes a plan's integer network: export learned scales "
+                         "into a plan first (LearnedScales.to_plan), not scales=")
     bounds = plan.boundaries(stages)
+    w_scales = (scales or {}).get("weights", {})
+    a_steps = (scales or {}).get("acts", {})
     if pixels is None:
         pixels = torch.round(x * 256.0)
     t = plan.transform
@@ -312,33 +340,53 @@ def fake_forward(model, plan: QuantPlan, x: torch.Tensor, *, pixels: torch.Tenso
                 r = requant_ratios(a_in, plan.weights[st.name], a_out, model.shapes[st.name][-1])
                 m, sh, _ = rounded_ratios(r, plan.multiplier_bits)
                 corr[st.name] = torch.as_tensor(np.broadcast_to(m / 2.0 ** sh, r.shape) / r, dtype=dtype)
+    # each weighted layer's input activation layer (None: the model input)
+    act_in = dict(zip((st.name for st in stages), [None, *(st.act for st in stages[:-1])]))
+    act_out = {st.name: st.act for st in stages}
+
+    def real(spec: ActSpec, act_name):
+        """(scale, offset) of an activation's integers: the plan's, or its learned step's."""
+        if act_name not in a_steps:
+            return spec.scale, spec.offset
+        step = a_steps[act_name]
+        return (step / 2, step / 2) if spec.kind == "bipolar" else (step, spec.offset)
 
     def params(name, layer):
-        wqs[name] = wq = plan.weights[name].fake(layer.weight)
+        wqs[name] = wq = plan.weights[name].fake(layer.weight, w_scales.get(name))
         return wq, None
 
     def out(name, layer, y):
         if name not in wqs:
             return y
         b = layer.bias if layer.bias is not None else torch.zeros(y.shape[-1], dtype=y.dtype)
-        y = y + _fake_bias(b, wqs.pop(name), *bounds[name], plan.weights[name])
+        a_in, a_out = bounds[name]
+        wquant = plan.weights[name]
+        s_w = w_scales.get(name)
+        s_w = torch.as_tensor(np.broadcast_to(wquant.scale, (b.shape[0],)).copy(), dtype=b.dtype) if s_w is None \
+            else s_w.to(b.dtype).expand(b.shape[0])
+        s_in, off_in = real(a_in, act_in[name])
+        threshold = real(a_out, act_out[name])[1] if a_out is not None and a_out.kind == "bipolar" else None
+        y = y + _fake_bias(b, wqs.pop(name), s_in, off_in, s_w, threshold)
         return y * corr[name] if name in corr else y
 
     margin = 1e-9 if exact else 0.0
-    return model.run(h, params=params, act=lambda name, layer, z: plan.acts[name].fake(z, margin), out=out)
+    return model.run(h, params=params, out=out,
+                     act=lambda name, layer, z: plan.acts[name].fake(z, margin, a_steps.get(name)))
 
 
-def _fake_bias(b: torch.Tensor, wq: torch.Tensor, a_in: ActSpec, a_out, wquant: WeightQuant) -> torch.Tensor:
+def _fake_bias(b: torch.Tensor, wq: torch.Tensor, s_in, off_in, s_w: torch.Tensor, threshold) -> torch.Tensor:
     """The bias as the integer network sees it: rounded in the accumulator scale (STE).
 
-    Mirrors :func:`export_network`: ``z = s_acc·(acc + bias_int) (+ threshold)``.
+    Mirrors :func:`export_network`: ``z = s_acc·(acc + bias_int) (+ threshold)`` with
+    ``s_acc = s_in·s_w`` per channel; ``off_in`` is the input's offset (bipolar ``{0, c}``:
+    ``c/2``), ``threshold`` a bipolar output's ``c/2`` (``None`` otherwise). The scales may be
+    learned tensors; the whole correction is detached, so the gradient goes to ``b`` alone.
     """
-    s_acc = a_in.scale * torch.as_tensor(np.broadcast_to(wquant.scale, (b.shape[0],)).copy(), dtype=b.dtype)
+    s_acc = s_in * s_w
     # an input offset reaches every weight of a channel (every kernel position of a filter)
-    off = a_in.offset * wq.detach().flatten(1).sum(1)
-    if a_out is not None and a_out.kind == "bipolar":
-        t = a_out.offset
-        exact = s_acc * torch.floor((b.detach() + off - t) / s_acc) + t - off
+    off = off_in * wq.detach().flatten(1).sum(1)
+    if threshold is not None:
+        exact = s_acc * torch.floor((b.detach() + off - threshold) / s_acc) + threshold - off
     else:
         exact = s_acc * torch.floor((b.detach() + off) / s_acc + 0.5) - off
     return b + (exact - b).detach()

@@ -32,10 +32,17 @@ DEFAULT_QAT_EPOCHS = 3
 
 
 def qat_finetune(model, plan: QuantPlan, x_train, y_train, *, epochs: int = DEFAULT_QAT_EPOCHS, seed: int = 0,
-                 lr: float = 5e-4, batch_size: int = 128, progress: bool = True):
-    """Fine-tune a copy of ``model`` under ``plan``; returns the copy (``model`` is untouched)."""
+                 lr: float = 5e-4, batch_size: int = 128, progress: bool = True, learn_scales: bool = False,
+                 scale_lr: float | None = None):
+    """Fine-tune a copy of ``model`` under ``plan``; returns ``(model, plan)`` (the inputs are untouched).
+
+    ``learn_scales`` trains the plan's scales with the weights (:mod:`lowbit.sw.quant.learned`;
+    ``scale_lr``, default ``lr``, is their learning rate, on their base-2 logarithms) and returns the
+    plan holding the trained scales; otherwise the plan returned is ``plan``.
+    """
     from ..frontends.graph import Dropout
     from ..train import fit, set_threads
+    from .learned import LearnedScales
 
     set_threads()
     torch.manual_seed(int(seed))
@@ -45,7 +52,10 @@ def qat_finetune(model, plan: QuantPlan, x_train, y_train, *, epochs: int = DEFA
     for layer in m.layers.values():
         if isinstance(layer, Dropout):
             layer.p = 0.0
-    fit(m, x_train, y_train, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+    scales = LearnedScales(m, plan) if learn_scales else None
+    params = list(m.parameters()) if scales is None else [
+        {"params": list(m.parameters())}, {"params": list(scales.parameters()), "lr": scale_lr or lr}]
+    fit(m, x_train, y_train, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, params=params,
         desc=f"QAT {plan.metadata.get('method')}", progress=progress,
-        forward=lambda x: fake_forward(m, plan, x))
-    return m
+        forward=lambda x: fake_forward(m, plan, x, scales=None if scales is None else scales.resolve()))
+    return m, plan if scales is None else scales.to_plan()
