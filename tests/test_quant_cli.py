@@ -126,3 +126,15 @@ def test_report_minifloat_search_row_compares_format_and_width(tmp_path):
     assert int(fbits) == 1 + int(fe) + int(fm) and int(xbits) == 1 + int(xe) + int(xm)
     assert same_format == ("yes" if (fe, fm) == (xe, xm) else "no")
     assert same_width == ("yes" if fbits == xbits else "no")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--method", "pow2", "--learn-scales"], "it needs --qat and a --method among pow2, scaled, dfp, ternary, binary, "
+                                             "not --method pow2 without --qat"),
+    (["--method", "wage", "--qat", "--learn-scales"], "not --method wage"),
+])
+def test_learn_scales_needs_qat_and_a_plan(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["quantize", "--dataset", "digits", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "build").exists()  # refused before any training
