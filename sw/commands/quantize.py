@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--learn-scales", action="store_true",
                         help="--qat: train the weight and activation scales with the weights (LSQ; pow2/dfp: "
                              "power-of-two scales learned as rounded exponents)")
+    parser.add_argument("--layer-bits", default="", metavar="LAYER=wNaN,...",
+                        help="per-layer widths over -w/-a: e.g. fc3=w8 (the last layer's weights at 8 bits), "
+                             "fc0=a8 (fc0's output codes at 8 bits), conv1=w4a8; 'w' for pow2/scaled/dfp only")
     parser.add_argument("--granularity", default="channel", help="scaled: weight scale per 'channel' or 'layer'")
     parser.add_argument("--multiplier-bits", type=int, default=16, help="scaled/ternary/binary: requantizer multiplier width")
     parser.add_argument("--cluster", default="4", help="ternary: output channels per scale (1, 4, 16, 64, layer)")
@@ -64,6 +67,8 @@ def method_options(args) -> dict:
             "binary": {"multiplier_bits": args.multiplier_bits}}.get(args.method, {})
     if args.input_bits is not None:
         opts["input_bits"] = args.input_bits
+    if args.layer_bits:
+        opts["layer_bits"] = args.layer_bits
     return opts
 
 

@@ -40,12 +40,19 @@ Every method also takes ``input_bits`` (1..8): the width of the first layer's in
 ``min(act_bits, 8)`` (binary W1A1: the bipolar ``pixel >= 128``); ``input_bits=8`` keeps the
 raw pixels, as FINN's networks do. When given it is recorded in the IR metadata and the
 network's name (``…_in8``).
+
+Every method also takes ``layer_bits``: per-layer widths over ``weight_bits``/``act_bits``, a
+mapping ``{"fc3": {"w": 8}, "fc0": {"w": 4, "a": 8}}`` or the text ``"fc3=w8,fc0=w4a8"``
+(:func:`~lowbit.sw.quant.core.parse_layer_bits`): ``w`` a layer's weight width (pow2, scaled,
+dfp; ternary and binary weights have none), ``a`` the width of the codes it emits into the
+next layer (not the last layer: it emits logits). Recorded in the metadata and the name
+(``…_fc3w8``).
 """
 
 from __future__ import annotations
 
 from . import binary, dfp, pow2, scaled, ternary
-from .core import QuantError, QuantPlan, export_network
+from .core import QuantError, QuantPlan, export_network, layer_bits_suffix, parse_layer_bits
 
 __all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "check_options", "folded", "QuantError", "DEFAULT_BITS"]
 
@@ -96,6 +103,9 @@ def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=No
     if opts.get("input_bits") is not None:
         # only when asked: an IR made without the option stays exactly what it was
         plan.metadata["input_bits"] = int(opts["input_bits"])
+    if opts.get("layer_bits"):
+        lb = opts["layer_bits"]  # checked by the method's plan; recorded as a mapping
+        plan.metadata["layer_bits"] = parse_layer_bits(lb) if isinstance(lb, str) else {k: dict(v) for k, v in lb.items()}
     return plan
 
 
@@ -119,4 +129,5 @@ def quantize(model, method: str, weight_bits=None, act_bits=None, calib_data=Non
         plan.metadata.update(qat=True, qat_epochs=qat_epochs)
     wb, ab = plan.metadata["weight_bits"], plan.metadata["act_bits"]
     ib = f"_in{plan.metadata['input_bits']}" if "input_bits" in plan.metadata else ""
-    return export_network(model, plan, name or f"{method}_w{wb}a{ab}{ib}{'_qat' if qat else ''}")
+    lb = layer_bits_suffix(plan.metadata.get("layer_bits", {}))
+    return export_network(model, plan, name or f"{method}_w{wb}a{ab}{ib}{lb}{'_qat' if qat else ''}")

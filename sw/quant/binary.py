@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import IntFormat
-from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits, input_spec,
-                   mse_scale, quant_stages)
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits,
+                   check_layer_bits, input_spec, layer_widths, mse_scale, quant_stages)
 from .scaled import real_act_scale
 
 NAME = "binary"
@@ -36,20 +36,24 @@ def bipolar_act(a: np.ndarray) -> ActSpec:
     return ActSpec("bipolar", 1, c / 2, c / 2)
 
 
-def check(weight_bits=1, act_bits=1, *, multiplier_bits: int = 16, input_bits=None) -> tuple[int, int]:
+def check(weight_bits=1, act_bits=1, *, multiplier_bits: int = 16, input_bits=None,
+          layer_bits=None) -> tuple[int, int]:
     """The option check of :func:`plan` (no model needed): ``(act_bits, multiplier_bits)``."""
     if weight_bits is not None:
         check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (binary weights take 1 bit)")
     ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
     mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
     check_input_bits(NAME, input_bits)
+    check_layer_bits(NAME, layer_bits, None, ACT_BITS)
     return ab, mb
 
 
 def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, multiplier_bits: int = 16,
-         input_bits=None) -> QuantPlan:
-    ab, mb = check(weight_bits, act_bits, multiplier_bits=multiplier_bits, input_bits=input_bits)
+         input_bits=None, layer_bits=None) -> QuantPlan:
+    ab, mb = check(weight_bits, act_bits, multiplier_bits=multiplier_bits, input_bits=input_bits,
+                   layer_bits=layer_bits)
     stages = quant_stages(model)
+    _, a_bits = layer_widths(NAME, check_layer_bits(NAME, layer_bits, None, ACT_BITS), stages, 1, ab)
     acts_f = calibration_activations(model, calib)
     # W1A1's default input is bipolar (pixel ≥ 128); input_bits ≥ 2 gives the first layer
     # unsigned pixels against its bipolar weights (a product is the input or its negation)
@@ -60,7 +64,7 @@ def plan(model, weight_bits: int | None = 1, act_bits: int = 1, calib=None, *, m
         last = st.act is None
         wqs[st.name] = binarize(w, not last)
         if not last:
-            a = acts_f[st.act]
-            acts[st.act] = bipolar_act(a) if ab == 1 else ActSpec("uint", ab, real_act_scale(a, ab))
+            a, b = acts_f[st.act], a_bits[st.act]
+            acts[st.act] = bipolar_act(a) if b == 1 else ActSpec("uint", b, real_act_scale(a, b))
     return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,
                      {"method": NAME, "weight_bits": 1, "act_bits": ab})

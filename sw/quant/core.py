@@ -48,7 +48,7 @@ from ..requant import MAX_SHIFT, RequantParams
 __all__ = ["ActSpec", "WeightQuant", "QuantPlan", "fake_forward", "export_network", "input_spec",
            "check_input_bits", "INPUT_BITS", "calibration_activations", "quant_stages", "multiplier_shift",
            "requant_ratios", "rounded_ratios", "mse_scale", "pow2_mse_scale", "per_channel", "ste_round",
-           "check_bits", "QuantError"]
+           "check_bits", "QuantError", "parse_layer_bits", "check_layer_bits", "layer_widths", "layer_bits_suffix"]
 
 
 class QuantError(ValueError):
@@ -128,6 +128,66 @@ def input_spec(act_bits: int, bipolar: bool = False, input_bits: int | None = No
     if bipolar and b == 1:
         return ActSpec("bipolar", 1, 0.5, 0.5), InputTransform("threshold", 128)
     return ActSpec("uint", b, 2.0 ** (8 - b) / 256.0), InputTransform("shift", 8 - b)
+
+
+# ---- per-layer widths -----------------------------------------------------------------------
+def parse_layer_bits(text: str) -> dict:
+    """``"fc3=w8,fc0=w4a8"`` → ``{"fc3": {"w": 8}, "fc0": {"w": 4, "a": 8}}`` (``""`` → ``{}``).
+
+    ``w`` is that layer's weight width, ``a`` the width of its output codes (the activations
+    its requantizer emits into the next layer; the last layer emits logits and has none).
+    """
+    import re
+
+    out = {}
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        m = re.fullmatch(r"([A-Za-z_][\w.]*)=(?:w(\d+))?(?:a(\d+))?", part)
+        if not m or not (m[2] or m[3]):
+            raise QuantError(f"layer_bits entries must be LAYER=wN, LAYER=aN or LAYER=wNaN (e.g. fc3=w8, fc0=w4a8), "
+                             f"not {part!r}")
+        if m[1] in out:
+            raise QuantError(f"layer_bits names layer {m[1]!r} twice")
+        out[m[1]] = {k: int(v) for k, v in (("w", m[2]), ("a", m[3])) if v}
+    return out
+
+
+def check_layer_bits(method: str, layer_bits, weight_range, act_range) -> dict:
+    """``layer_bits`` (a mapping or :func:`parse_layer_bits` text) checked against the method's widths;
+    ``weight_range`` None: the method's weights have no width to choose (ternary, binary)."""
+    lb = parse_layer_bits(layer_bits) if isinstance(layer_bits, str) else dict(layer_bits or {})
+    for name, widths in lb.items():
+        if not isinstance(widths, dict) or not widths or set(widths) - {"w", "a"}:
+            raise QuantError(f"layer_bits[{name!r}] must map 'w' and/or 'a' to a width, not {widths!r}")
+        if "w" in widths:
+            if weight_range is None:
+                raise QuantError(f"layer_bits[{name!r}]: method {method!r} has no weight width to choose "
+                                 "(its weights are ternary or bipolar); give only 'a'")
+            check_bits(method, f"layer_bits[{name!r}] weight width", widths["w"], *weight_range)
+        if "a" in widths:
+            check_bits(method, f"layer_bits[{name!r}] activation width", widths["a"], *act_range)
+    return lb
+
+
+def layer_widths(method: str, layer_bits: dict, stages, weight_bits: int, act_bits: int) -> tuple[dict, dict]:
+    """``(weights, acts)``: weighted layer name → its weight width, activation layer name → its code width,
+    ``layer_bits`` (checked by :func:`check_layer_bits`) over the method's ``weight_bits``/``act_bits``."""
+    names = [st.name for st in stages]
+    for name in layer_bits:
+        if name not in names:
+            raise QuantError(f"layer_bits names layer {name!r}, which this network does not have: its layers with "
+                             f"weights are {', '.join(names)}")
+    if "a" in layer_bits.get(stages[-1].name, {}):
+        raise QuantError(f"layer_bits[{stages[-1].name!r}]: the last layer emits logits, it has no activation width "
+                         "(give its weights a width with 'w')")
+    weights = {st.name: layer_bits.get(st.name, {}).get("w", weight_bits) for st in stages}
+    acts = {st.act: layer_bits.get(st.name, {}).get("a", act_bits) for st in stages if st.act}
+    return weights, acts
+
+
+def layer_bits_suffix(layer_bits: dict) -> str:
+    """The network-name suffix of per-layer widths: ``_fc3w8_fc0w4a8``."""
+    return "".join(f"_{n}" + "".join(f"{k}{v}" for k, v in sorted(w.items(), key=lambda kv: kv[0] != "w"))
+                   for n, w in layer_bits.items())
 
 
 # ---- weights ---------------------------------------------------------------------------

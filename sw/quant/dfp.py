@@ -38,11 +38,11 @@ def act_scale(a, bits: int, min_scale: float) -> float:
     return s
 
 
-def check(weight_bits=8, act_bits=8, *, input_bits=None) -> tuple[int, int]:
-    return pow2.check(weight_bits, act_bits, method=NAME, input_bits=input_bits)
+def check(weight_bits=8, act_bits=8, *, input_bits=None, layer_bits=None) -> tuple[int, int]:
+    return pow2.check(weight_bits, act_bits, method=NAME, input_bits=input_bits, layer_bits=layer_bits)
 
 
-def plan(model, weight_bits: int = 8, act_bits: int = 8, calib=None, *, input_bits=None):
+def plan(model, weight_bits: int = 8, act_bits: int = 8, calib=None, *, input_bits=None, layer_bits=None):
     """Fractional lengths from the weights and the calibration activations."""
     return pow2.plan(model, weight_bits, act_bits, calib, method=NAME, weight_scale=weight_scale,
-                     act_scale=act_scale, input_bits=input_bits)
+                     act_scale=act_scale, input_bits=input_bits, layer_bits=layer_bits)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import IntFormat
-from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits, input_spec,
-                   pow2_mse_scale, quant_stages)
+from .core import (ActSpec, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits,
+                   check_layer_bits, input_spec, layer_widths, pow2_mse_scale, quant_stages)
 
 NAME = "pow2"
 WEIGHT_BITS = (2, 16)
@@ -33,30 +33,33 @@ def act_scale(a, bits: int, min_scale: float) -> float:
     return pow2_mse_scale(a, 0, (1 << bits) - 1, min_scale)
 
 
-def check(weight_bits=4, act_bits=4, *, method: str = NAME, input_bits=None) -> tuple[int, int]:
+def check(weight_bits=4, act_bits=4, *, method: str = NAME, input_bits=None, layer_bits=None) -> tuple[int, int]:
     """The option check of :func:`plan` (no model needed): ``(weight_bits, act_bits)``."""
     wb = check_bits(method, "weight_bits", weight_bits, *WEIGHT_BITS, HINT)
     ab = check_bits(method, "act_bits", act_bits, *ACT_BITS)
     check_input_bits(method, input_bits)
+    check_layer_bits(method, layer_bits, WEIGHT_BITS, ACT_BITS)
     return wb, ab
 
 
 def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, method: str = NAME,
-         weight_scale=weight_scale, act_scale=act_scale, input_bits=None) -> QuantPlan:
+         weight_scale=weight_scale, act_scale=act_scale, input_bits=None, layer_bits=None) -> QuantPlan:
     """Build the plan (see the module docstring); ``calib`` are uint8 pixels."""
-    wb, ab = check(weight_bits, act_bits, method=method, input_bits=input_bits)
+    wb, ab = check(weight_bits, act_bits, method=method, input_bits=input_bits, layer_bits=layer_bits)
     stages = quant_stages(model)
+    w_bits, a_bits = layer_widths(method, check_layer_bits(method, layer_bits, WEIGHT_BITS, ACT_BITS), stages, wb, ab)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab, input_bits=input_bits)
     input_act = a_in
     wqs, acts = {}, {}
     for st in stages:
         w, _ = st.float_params()
-        fmt = IntFormat.signed(wb)
+        fmt = IntFormat.signed(w_bits[st.name])
         sw = weight_scale(w, fmt)
         wqs[st.name] = WeightQuant("int", fmt, np.full(w.shape[0], sw))
         if st.act:
-            spec = ActSpec("uint", ab, act_scale(acts_f[st.act], ab, a_in.scale * sw))
+            b = a_bits[st.act]
+            spec = ActSpec("uint", b, act_scale(acts_f[st.act], b, a_in.scale * sw))
             acts[st.act] = spec
             a_in = spec
     return QuantPlan(wqs, acts, input_act, transform, "shift", 0,

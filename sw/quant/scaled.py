@@ -16,7 +16,7 @@ import numpy as np
 
 from ..formats import IntFormat
 from .core import (ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits,
-                   input_spec, mse_scale, quant_stages)
+                   check_layer_bits, input_spec, layer_widths, mse_scale, quant_stages)
 
 NAME = "scaled"
 WEIGHT_BITS = (2, 16)
@@ -45,13 +45,15 @@ def real_act_scale(a: np.ndarray, bits: int) -> float:
     return mse_scale(a, 0, qmax, amax / qmax * _FRACTIONS)
 
 
-def check(weight_bits=4, act_bits=4, *, granularity: str = "channel", multiplier_bits: int = 16, input_bits=None):
+def check(weight_bits=4, act_bits=4, *, granularity: str = "channel", multiplier_bits: int = 16, input_bits=None,
+          layer_bits=None):
     """The option check of :func:`plan` (no model needed): ``(weight_bits, act_bits, multiplier_bits)``."""
     wb = check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS,
                     " (1-bit weights: method 'binary'; ternary weights: method 'ternary')")
     ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
     mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
     check_input_bits(NAME, input_bits)
+    check_layer_bits(NAME, layer_bits, WEIGHT_BITS, ACT_BITS)
     if granularity not in GRANULARITIES:
         raise QuantError(f"granularity for method {NAME!r} must be one of {', '.join(GRANULARITIES)}, "
                          f"not {granularity!r}")
@@ -59,19 +61,21 @@ def check(weight_bits=4, act_bits=4, *, granularity: str = "channel", multiplier
 
 
 def plan(model, weight_bits: int = 4, act_bits: int = 4, calib=None, *, granularity: str = "channel",
-         multiplier_bits: int = 16, input_bits=None) -> QuantPlan:
+         multiplier_bits: int = 16, input_bits=None, layer_bits=None) -> QuantPlan:
     wb, ab, mb = check(weight_bits, act_bits, granularity=granularity, multiplier_bits=multiplier_bits,
-                       input_bits=input_bits)
+                       input_bits=input_bits, layer_bits=layer_bits)
     stages = quant_stages(model)
+    w_bits, a_bits = layer_widths(NAME, check_layer_bits(NAME, layer_bits, WEIGHT_BITS, ACT_BITS), stages, wb, ab)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab, input_bits=input_bits)
     wqs, acts = {}, {}
     for st in stages:
         w, _ = st.float_params()
         last = st.act is None
-        fmt = IntFormat.signed(wb)
+        fmt = IntFormat.signed(w_bits[st.name])
         wqs[st.name] = WeightQuant("int", fmt, real_weight_scales(w, fmt, granularity == "channel" and not last))
         if not last:
-            acts[st.act] = ActSpec("uint", ab, real_act_scale(acts_f[st.act], ab))
+            b = a_bits[st.act]
+            acts[st.act] = ActSpec("uint", b, real_act_scale(acts_f[st.act], b))
     return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,
                      {"method": NAME, "weight_bits": wb, "act_bits": ab, "granularity": granularity})

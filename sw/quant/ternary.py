@@ -31,7 +31,7 @@ import torch
 
 from ..formats import IntFormat
 from .core import (ActSpec, QuantError, QuantPlan, WeightQuant, calibration_activations, check_bits, check_input_bits,
-                   input_spec, quant_stages)
+                   check_layer_bits, input_spec, layer_widths, quant_stages)
 from .scaled import real_act_scale
 
 NAME = "ternary"
@@ -71,20 +71,23 @@ def ternarize(w: np.ndarray, cluster: int | None) -> WeightQuant:
 
 
 def check(weight_bits=2, act_bits=8, *, cluster=4, multiplier_bits: int = 16,
-          input_bits=None) -> tuple[int, int, int | None]:
+          input_bits=None, layer_bits=None) -> tuple[int, int, int | None]:
     """The option check of :func:`plan` (no model needed): ``(act_bits, multiplier_bits, cluster size)``."""
     if weight_bits is not None:
         check_bits(NAME, "weight_bits", weight_bits, *WEIGHT_BITS, " (ternary weights take 2 bits)")
     ab = check_bits(NAME, "act_bits", act_bits, *ACT_BITS)
     mb = check_bits(NAME, "multiplier_bits", multiplier_bits, 2, 16)
     check_input_bits(NAME, input_bits)
+    check_layer_bits(NAME, layer_bits, None, ACT_BITS)
     return ab, mb, parse_cluster(cluster)
 
 
 def plan(model, weight_bits: int | None = 2, act_bits: int = 8, calib=None, *, cluster=4,
-         multiplier_bits: int = 16, input_bits=None) -> QuantPlan:
-    ab, mb, n = check(weight_bits, act_bits, cluster=cluster, multiplier_bits=multiplier_bits, input_bits=input_bits)
+         multiplier_bits: int = 16, input_bits=None, layer_bits=None) -> QuantPlan:
+    ab, mb, n = check(weight_bits, act_bits, cluster=cluster, multiplier_bits=multiplier_bits, input_bits=input_bits,
+                      layer_bits=layer_bits)
     stages = quant_stages(model)
+    _, a_bits = layer_widths(NAME, check_layer_bits(NAME, layer_bits, None, ACT_BITS), stages, 2, ab)
     acts_f = calibration_activations(model, calib)
     a_in, transform = input_spec(ab, input_bits=input_bits)
     wqs, acts = {}, {}
@@ -102,7 +105,7 @@ def plan(model, weight_bits: int | None = 2, act_bits: int = 8, calib=None, *, c
         outputs += q.shape[0] * positions
         scales += len(np.unique(wq.scale))
         if not last:
-            acts[st.act] = ActSpec("uint", ab, real_act_scale(acts_f[st.act], ab))
+            acts[st.act] = ActSpec("uint", a_bits[st.act], real_act_scale(acts_f[st.act], a_bits[st.act]))
     report = {"cluster": "layer" if n is None else n, "products": products, "zero_weight_share": zeros / weights,
               "distinct_scales": scales, "mults_replaced_share": products / (products + outputs)}
     return QuantPlan(wqs, acts, a_in, transform, "multiplier", mb,
