@@ -11,7 +11,7 @@ from lowbit.sw.datasets import load_dataset
 from lowbit.sw.frontends.graph import BatchNorm, Conv2d, Linear
 from lowbit.sw.train import (CNN_PRESETS, PRESET_NAMES, CheckpointError, PRESETS, arch_string, build_mlp,
                              build_preset, checkpoint_path, load_checkpoint, load_or_train, mlp, save_checkpoint,
-                             train_mlp, train_preset, validation_split)
+                             recipe, train_mlp, train_preset, validation_split)
 
 
 @pytest.fixture(scope="module")
@@ -163,19 +163,30 @@ def test_cnn_and_batchnorm_checkpoints_and_cache(tmp_path, digits):
         load_checkpoint(path, preset="tfc")
     with pytest.raises(CheckpointError, match="takes 64 inputs, the dataset has 784 features"):
         load_checkpoint(path, preset="cnn_digits", in_features=784)
-    # an MLP with batch norm has its own cache name; asked without, it is refused
+    # an MLP has batch norm by default (its cache name is the preset's); without, it has its own name
     logs.clear()
-    mb, ib = load_or_train("tfc", digits, 1, 0, cache_dir=tmp_path, batchnorm=True, progress=False, log=logs.append)
-    bn_path = tmp_path / "tfc-bn_digits_s0_e1.pt"
+    mb, ib = load_or_train("tfc", digits, 1, 0, cache_dir=tmp_path, progress=False, log=logs.append)
+    bn_path = tmp_path / "tfc_digits_s0_e1.pt"
     assert bn_path.is_file() and ib["batchnorm"] is True and isinstance(mb.bn0, BatchNorm)
+    assert (ib["lr"], ib["dropout"], "label_smoothing" in ib) == (2e-3, 0.0, False)
+    assert tuple(recipe("tfc")) == (2e-3, 0.0, 0.0) and tuple(recipe("sfc")) == (2e-3, 0.0, 0.1)
     assert checkpoint_path("tfc", "digits", 0, 1, tmp_path, batchnorm=True) == bn_path
+    assert checkpoint_path("tfc", "digits", 0, 1, tmp_path, batchnorm=False).name == "tfc-nobn_digits_s0_e1.pt"
     assert checkpoint_path("lenet", "digits", 0, 1, tmp_path, batchnorm=False).name == "lenet-nobn_digits_s0_e1.pt"
     with pytest.raises(CheckpointError, match=r"holds a 64-64FC-BN-64FC-BN-64FC-BN-10FC MLP, but preset 'tfc' without "
                                               r"batch norm was asked for"):
         load_checkpoint(bn_path, preset="tfc", batchnorm=False)
+    # a checkpoint of an earlier version (an MLP without batch norm under the preset's own name) is refused with the way out
+    torch.manual_seed(0)
+    save_checkpoint(build_preset("tfc", 64, batchnorm=False), bn_path)
+    with pytest.raises(CheckpointError, match=r"MLP presets have batch norm by default now: delete .*tfc_digits_s0_e1.pt "
+                                              r"to retrain it, or ask for the MLP without batch norm \(--no-batchnorm"):
+        load_or_train("tfc", digits, 1, 0, cache_dir=tmp_path, progress=False, log=logs.append)
+    mn, inn = load_or_train("tfc", digits, 1, 0, cache_dir=tmp_path, batchnorm=False, progress=False, log=logs.append)
+    assert (inn["lr"], inn["dropout"], "label_smoothing" in inn) == (1e-3, 0.2, False) and "bn0" not in mn.layers
     # a damaged file says how to retrain it, batch norm and underscores in the preset name included
     for name, args in (("cnn_digits_digits_s0_e1.pt", "--preset cnn_digits --dataset digits --seed 0 --epochs 1"),
-                       ("tfc-bn_digits_s3_e2.pt", "--preset tfc --batchnorm --dataset digits --seed 3 --epochs 2")):
+                       ("tfc-nobn_digits_s3_e2.pt", "--preset tfc --no-batchnorm --dataset digits --seed 3 --epochs 2")):
         (tmp_path / name).write_bytes(b"junk")
         with pytest.raises(CheckpointError, match=f"retrain it: lowbit train {args} --out "):
             load_checkpoint(tmp_path / name)
