@@ -2,17 +2,13 @@
 the method's ``weight_bits``/``act_bits``; the IR holds exactly those formats and equals the
 fake-quantized network."""
 
-import copy
-
-import numpy as np
 import pytest
-import torch
 
 from lowbit.sw.datasets import load_dataset
-from lowbit.sw.golden import run_network
 from lowbit.sw.quant import QuantError, check_options, folded, make_plan, quantize
-from lowbit.sw.quant.core import export_network, fake_forward, parse_layer_bits
+from lowbit.sw.quant.core import export_network, parse_layer_bits
 from lowbit.sw.train import train_preset
+from tests.test_quant_conv import assert_exact  # the golden model == the float64 fake-quantized pass
 
 
 def test_parse_layer_bits():
@@ -48,15 +44,6 @@ def _formats(net):
             for l in net.layers]
 
 
-def _assert_exact(graph, plan, net, ds):
-    res = run_network(net, ds.x_test, raw_pixels=True)
-    with torch.no_grad():
-        fake = fake_forward(copy.deepcopy(graph).double(), plan, None,
-                            pixels=torch.as_tensor(ds.x_test, dtype=torch.float64), exact=True).numpy()
-    s_acc = plan.acts[-1].scale * plan.weights[-1].scale[0]
-    assert np.array_equal(np.round(fake / s_acc), res.logits)
-
-
 @pytest.mark.parametrize("method", ["pow2", "scaled", "dfp"])
 def test_weight_and_activation_widths_per_layer(digits_tfc, method):
     ds, graph = digits_tfc
@@ -64,7 +51,7 @@ def test_weight_and_activation_widths_per_layer(digits_tfc, method):
     plan = make_plan(graph, method, 2, 2, ds.x_train[:300], layer_bits=lb)
     net = export_network(graph, plan)
     assert _formats(net) == [("s4", "u2", "u8"), ("s2", "u8", "u2"), ("s2", "u2", "u2"), ("s8", "u2", None)]
-    _assert_exact(graph, plan, net, ds)
+    assert_exact(graph, plan, net, ds)
     named = quantize(graph, method, 2, 2, ds.x_train[:300], layer_bits="fc3=w8,fc0=w4a8")
     assert named.name == f"{method}_w2a2_fc3w8_fc0w4a8" and named.metadata["layer_bits"] == lb
     assert _formats(named) == _formats(net)
@@ -78,7 +65,7 @@ def test_binary_and_ternary_take_activation_widths(digits_tfc):
     plan = make_plan(graph, "ternary", 2, 4, ds.x_train[:300], layer_bits="fc1=a8")
     net = export_network(graph, plan)
     assert [f[2] for f in _formats(net)] == ["u4", "u8", "u4", None]
-    _assert_exact(graph, plan, net, ds)
+    assert_exact(graph, plan, net, ds)
 
 
 def test_unknown_layers_and_the_last_layers_activation_are_refused(digits_tfc):

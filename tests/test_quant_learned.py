@@ -6,7 +6,6 @@ scales, and that plan's exported IR is exactly the trained fake-quantized networ
 model's integer logits equal the float64 fake-quantized logits over the last scale).
 """
 
-import copy
 import math
 
 import numpy as np
@@ -21,6 +20,7 @@ from lowbit.sw.quant.core import ActSpec, WeightQuant, export_network, fake_forw
 from lowbit.sw.quant.learned import LearnedScales
 from lowbit.sw.quant.qat import qat_finetune
 from lowbit.sw.train import to_input, train_preset
+from tests.test_quant_conv import assert_exact  # the golden model == the float64 fake-quantized pass
 
 
 def test_learned_activation_quantizer_values_and_lsq_gradient():
@@ -62,16 +62,6 @@ def digits_cnn():
     return ds, folded(model)
 
 
-def _assert_exact(graph, plan, net, ds):
-    res = run_network(net, ds.x_test, raw_pixels=True)
-    with torch.no_grad():
-        fake = fake_forward(copy.deepcopy(graph).double(), plan, None,
-                            pixels=torch.as_tensor(ds.x_test, dtype=torch.float64), exact=True).numpy()
-    s_acc = plan.acts[-1].scale * plan.weights[-1].scale[0]
-    assert np.array_equal(np.round(fake / s_acc), res.logits)
-    return float(np.mean(res.classes == ds.y_test))
-
-
 def _is_pow2(x) -> bool:
     x = np.asarray(x, np.float64)
     return bool(np.all(np.exp2(np.round(np.log2(x))) == x))
@@ -108,7 +98,8 @@ def test_qat_with_learned_scales_exports_exactly_what_it_trained(digits_cnn, met
         shifts = [np.asarray(l.requant.shift) for l in net.layers if getattr(l, "requant", None) is not None]
         assert shifts and all(np.all(s >= 0) for s in shifts)
         assert all(l.requant.multiplier is None for l in net.layers if getattr(l, "requant", None) is not None)
-    acc = _assert_exact(tuned, learned, net, ds)
+    assert_exact(tuned, learned, net, ds)
+    acc = float(np.mean(run_network(net, ds.x_test, raw_pixels=True).classes == ds.y_test))
     assert acc > float(np.mean(run_network(export_network(graph, plan), ds.x_test, raw_pixels=True).classes
                                == ds.y_test)) or acc > 0.9
 
