@@ -59,3 +59,29 @@ def test_network_bit_exact_on_every_digits_image(tmp_path, digits_tfc, name, met
     assert rep.accuracy == rep.golden_accuracy > 0.25
     assert rep.cycles_per_image <= 1.10 * plan.initiation_interval
     assert rep.cycles_per_image >= plan.initiation_interval  # it cannot beat the bound
+
+
+QAT_CASES = [  # (name, method, weight bits, act bits, options, fold): one QAT network per width, learned scales
+    ("w1a1_in8", "binary", 1, 1, {"input_bits": 8}, "16x16,16x16,16x16,10x16"),
+    ("w2a2", "pow2", 2, 2, {}, "8x8,8x8,8x8,10x8"),
+    ("w4a4_in8", "scaled", 4, 4, {"input_bits": 8}, "8x8,8x8,8x8,10x8"),
+    ("w8a8", "dfp", 8, 8, {}, "4x16,8x4,8x8,5x8"),
+]
+
+
+@pytest.mark.hdl
+@pytest.mark.parametrize("name, method, wb, ab, opts, fold", QAT_CASES, ids=[c[0] for c in QAT_CASES])
+def test_qat_network_with_learned_scales_bit_exact(tmp_path, digits_tfc, name, method, wb, ab, opts, fold):
+    """QAT with learned scales changes the scales the IR holds, never what the hardware computes from them."""
+    ds, trained = digits_tfc
+    net = quantize(trained, method, wb, ab, ds.x_train, qat=True, train_data=(ds.x_train, ds.y_train), qat_epochs=2,
+                   learn_scales=True, scale_lr=0.05, progress=False, **opts)
+    assert net.metadata["learned_scales"] == ("pow2" if method in ("pow2", "dfp") else "lsq")
+    plan = plan_folding(net, parse_fold(fold, len(net.layers)))
+    build_network(net, plan, tmp_path / "net")
+    manifest, net_back = load_build(tmp_path / "net")
+    rep = simulate_build(tmp_path / "net", manifest, net_back, ds.x_test, ds.y_test, stress=50, model="simulation")
+    assert rep.run.passed and rep.images == len(ds.x_test)
+    assert rep.mismatches == 0, rep.first_mismatches
+    assert rep.accuracy == rep.golden_accuracy > 0.5
+    assert plan.initiation_interval <= rep.cycles_per_image <= 1.10 * plan.initiation_interval
