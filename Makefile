@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # range is resolved; otherwise pip would pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install test test-all demo bench accuracy lint clean
+.PHONY: install test test-all demo bench accuracy accuracy-lenet lint clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ bench: install
 
 accuracy: install
 	$(VENV)/bin/lowbit report accuracy
+
+# LeNet's rows on their own: 3 QAT epochs (a LeNet QAT epoch costs ~10 SFC ones)
+accuracy-lenet: install
+	$(VENV)/bin/lowbit report accuracy --presets lenet --qat-epochs 3
 
 clean:
 	rm -rf build

@@ -1,7 +1,9 @@
 """Quantization-aware training with a straight-through estimator (Su et al.).
 
 The plan of a post-training method (pow2, scaled, dfp, ternary, binary) is built once on
-the float32 model: weight scales, ternary thresholds and activation scales are frozen.
+the float32 model: weight scales, ternary thresholds and activation scales are frozen
+(``learn_scales=True`` trains the scales too, :mod:`lowbit.sw.quant.learned`, and returns
+the plan holding the trained ones).
 A copy of the model is then fine-tuned through :func:`~lowbit.sw.quant.core.fake_forward`:
 the forward pass computes exactly the integer network's values (times their scales),
 the backward pass lets gradients through the rounding wherever the value lies inside the
