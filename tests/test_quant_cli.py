@@ -108,7 +108,8 @@ def test_report_small(tmp_path, capsys):
                  "--methods", "pow2,ternary", "--qat-epochs", "0", "--wage-epochs", "0", "--no-minifloat",
                  "--epochs", "2", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "accuracy.md").read_text()
-    assert "| tfc | pow2 | W4 A4 | 4 | ptq |" in md and "ternary A8 N=16" in md
+    # 8-bit pixels into the first layer by default (--input-bits 8), named in the config
+    assert "| tfc | pow2 | W4 A4 in8 | 4 | ptq |" in md and "ternary A8 N=16 in8" in md
     assert (tmp_path / "accuracy.csv").read_text().startswith("preset,method,config,bits,mode,accuracy,delta,notes")
 
 

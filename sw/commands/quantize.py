@@ -53,6 +53,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layer-bits", default="", metavar="LAYER=wNaN,...",
                         help="per-layer widths over -w/-a: e.g. fc3=w8 (the last layer's weights at 8 bits), "
                              "fc0=a8 (fc0's output codes at 8 bits), conv1=w4a8; 'w' for pow2/scaled/dfp only")
+    parser.add_argument("--bias-correction", default="auto", choices=("auto", "on", "off"),
+                        help="correct each layer's bias for the mean error its quantized weights make on the "
+                             "calibration images (Nagel et al. 2019); auto: keep it when the integer network then "
+                             "agrees more often with the float network's classes (default auto)")
     parser.add_argument("--granularity", default="channel", help="scaled: weight scale per 'channel' or 'layer'")
     parser.add_argument("--multiplier-bits", type=int, default=16, help="scaled/ternary/binary: requantizer multiplier width")
     parser.add_argument("--cluster", default="4", help="ternary: output channels per scale (1, 4, 16, 64, layer)")
@@ -65,6 +69,8 @@ def method_options(args) -> dict:
     opts = {"scaled": {"granularity": args.granularity, "multiplier_bits": args.multiplier_bits},
             "ternary": {"cluster": args.cluster, "multiplier_bits": args.multiplier_bits},
             "binary": {"multiplier_bits": args.multiplier_bits}}.get(args.method, {})
+    if args.bias_correction != "auto":
+        opts["bias_correction"] = args.bias_correction == "on"
     if args.input_bits is not None:
         opts["input_bits"] = args.input_bits
     if args.layer_bits:

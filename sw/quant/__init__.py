@@ -47,12 +47,18 @@ mapping ``{"fc3": {"w": 8}, "fc0": {"w": 4, "a": 8}}`` or the text ``"fc3=w8,fc0
 dfp; ternary and binary weights have none), ``a`` the width of the codes it emits into the
 next layer (not the last layer: it emits logits). Recorded in the metadata and the name
 (``…_fc3w8``).
+
+Every method also takes ``bias_correction`` (``"auto"`` by default, ``True``, ``False``): each
+layer's bias corrected for the mean error its quantized weights make on the calibration images
+(:func:`~lowbit.sw.quant.core.bias_corrected`); "auto" keeps the correction when the integer
+network then agrees more often with the float network's classes. Recorded in the metadata.
 """
 
 from __future__ import annotations
 
 from . import binary, dfp, pow2, scaled, ternary
-from .core import QuantError, QuantPlan, export_network, layer_bits_suffix, parse_layer_bits
+from .core import (QuantError, QuantPlan, bias_corrected, check_bias_correction, export_network, layer_bits_suffix,
+                   parse_layer_bits)
 
 __all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "check_options", "folded", "QuantError", "DEFAULT_BITS"]
 
@@ -77,9 +83,10 @@ def _bits(method: str, weight_bits, act_bits) -> tuple:
     return dw if weight_bits is None else weight_bits, da if act_bits is None else act_bits
 
 
-def check_options(method: str, weight_bits=None, act_bits=None, **opts) -> None:
+def check_options(method: str, weight_bits=None, act_bits=None, bias_correction="auto", **opts) -> None:
     """Refuse bad quantizer options before any model exists (see the module docstring)."""
     mod = _module(method)
+    check_bias_correction(bias_correction)
     mod.check(*_bits(method, weight_bits, act_bits), **opts)
 
 
@@ -93,13 +100,18 @@ def folded(model):
     return model
 
 
-def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=None, **opts) -> QuantPlan:
-    """The plan of ``method`` for ``model``, calibrated on ``calib_data``. A model with batch norm is
-    planned folded: export it, or fake-quantize it, as :func:`folded` gives it."""
+def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, bias_correction="auto",
+              **opts) -> QuantPlan:
+    """The plan of ``method`` for ``model``, calibrated on ``calib_data``, its biases corrected
+    (:func:`~lowbit.sw.quant.core.bias_corrected`). A model with batch norm is planned folded:
+    export it, or fake-quantize it, as :func:`folded` gives it."""
     mod = _module(method)
+    check_bias_correction(bias_correction)
     if calib_data is None:
         raise QuantError("calib_data must be uint8 pixels of a few hundred or more images, not None")
-    plan = mod.plan(folded(model), *_bits(method, weight_bits, act_bits), calib_data, **opts)
+    graph = folded(model)
+    plan = bias_corrected(graph, mod.plan(graph, *_bits(method, weight_bits, act_bits), calib_data, **opts),
+                          calib_data, bias_correction)
     if opts.get("input_bits") is not None:
         # only when asked: an IR made without the option stays exactly what it was
         plan.metadata["input_bits"] = int(opts["input_bits"])

@@ -31,13 +31,14 @@ that is one per layer there (every last layer, pow2's weights) stays one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from .core import ActSpec, QuantPlan, WeightQuant, quant_stages
+from .core import ActSpec, QuantPlan, quant_stages
 
 __all__ = ["LearnedScales", "POW2_METHODS"]
 
@@ -109,7 +110,7 @@ class LearnedScales(nn.Module):
             wq = self.plan.weights[st.name]
             if st.name in r["weights"]:
                 s = r["weights"][st.name].double().numpy()
-                wq = WeightQuant(wq.kind, wq.fmt, np.broadcast_to(s, np.shape(wq.scale)).copy(), wq.threshold)
+                wq = dataclasses.replace(wq, scale=np.broadcast_to(s, np.shape(wq.scale)).copy())
             weights[st.name] = wq
             if st.act:
                 spec, step = self.plan.acts[st.act], float(r["acts"][st.act])
