@@ -201,3 +201,21 @@ def test_train_command(tmp_path, capsys):
     assert info["epochs"] == 1 and arch_string(model).startswith("8x8x1-16C3p1")
     assert main(["train", "--preset", "vgg", "--dataset", "digits"]) == 2
     assert "--preset must be one of tfc, sfc, lfc, lenet, cnn_digits, not 'vgg'" in capsys.readouterr().err
+
+
+def test_lenet_recipe_and_a_checkpoint_of_another_recipe_is_named(tmp_path):
+    """LeNet's recipe was chosen on the validation split (lr 2e-3, label smoothing 0.1); a cached
+    checkpoint trained otherwise is reused with a note that says how it differs."""
+    from lowbit.sw.train import load_or_train, recipe, save_checkpoint
+
+    assert tuple(recipe("lenet")) == (2e-3, 0.0, 0.1) and tuple(recipe("cnn_digits")) == (1e-3, 0.0, 0.0)
+    digits = load_dataset("digits")
+    model, info = load_or_train("cnn_digits", digits, 1, 0, cache_dir=tmp_path, progress=False, log=lambda s: None)
+    logs = []
+    load_or_train("cnn_digits", digits, 1, 0, cache_dir=tmp_path, progress=False, log=logs.append)
+    assert len(logs) == 1 and logs[0].startswith("reusing ")
+    save_checkpoint(model, tmp_path / "cnn_digits_digits_s0_e1.pt", **{**info, "lr": 3e-3, "label_smoothing": 0.2})
+    logs.clear()
+    load_or_train("cnn_digits", digits, 1, 0, cache_dir=tmp_path, progress=False, log=logs.append)
+    assert logs[1] == ("note: it was trained with lr 0.003, label smoothing 0.2; cnn_digits's recipe is now lr 0.001, "
+                       "label smoothing 0: delete it to retrain with that")
