@@ -50,15 +50,15 @@ next layer (not the last layer: it emits logits). Recorded in the metadata and t
 
 Every method also takes ``bias_correction`` (``"auto"`` by default, ``True``, ``False``): each
 layer's bias corrected for the mean error its quantized weights make on the calibration images
-(:func:`~lowbit.sw.quant.core.bias_corrected`); "auto" keeps the correction when the integer
+(:func:`~lowbit.sw.quant.bias.bias_corrected`); "auto" keeps the correction when the integer
 network then agrees more often with the float network's classes. Recorded in the metadata.
 """
 
 from __future__ import annotations
 
 from . import binary, dfp, pow2, scaled, ternary
-from .core import (QuantError, QuantPlan, bias_corrected, check_bias_correction, export_network, layer_bits_suffix,
-                   parse_layer_bits)
+from .bias import bias_corrected, check_bias_correction
+from .core import QuantError, QuantPlan, export_network, layer_bits_suffix, parse_layer_bits
 
 __all__ = ["METHODS", "ALL_METHODS", "quantize", "make_plan", "check_options", "folded", "QuantError", "DEFAULT_BITS"]
 
@@ -103,7 +103,7 @@ def folded(model):
 def make_plan(model, method: str, weight_bits=None, act_bits=None, calib_data=None, *, bias_correction="auto",
               **opts) -> QuantPlan:
     """The plan of ``method`` for ``model``, calibrated on ``calib_data``, its biases corrected
-    (:func:`~lowbit.sw.quant.core.bias_corrected`). A model with batch norm is planned folded:
+    (:func:`~lowbit.sw.quant.bias.bias_corrected`). A model with batch norm is planned folded:
     export it, or fake-quantize it, as :func:`folded` gives it."""
     mod = _module(method)
     check_bias_correction(bias_correction)
