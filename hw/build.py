@@ -16,7 +16,7 @@ Output folder
 ``tb_<top>.v``, ``tb_<top>_inputs.hex``, ``tb_<top>_expected.hex``  a standalone Verilog testbench
                    (Icarus, no Python): random valid inputs, the golden model's outputs, random
                    gaps and stalls, prints PASS/FAIL; see :mod:`lowbit.hw.tbgen`
-``layer*_*.hex|mem|coe|mif|bin``  every weight and parameter memory, per PE bank
+``layer*_*.hex|mem|coe|mif|bin``  every weight memory (one per layer) and parameter memory (one per PE row)
 ``net.npz``        the integer IR the hardware was built from (for the golden model)
 ``manifest.json``  every memory (layer, bank, width, depth, lane order, encoding, files and
                    sha256), the top, the I/O protocol, the port map, the folding and the

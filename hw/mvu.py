@@ -7,7 +7,7 @@ same functions, so the hardware cannot hold different numbers than the files.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -75,14 +75,16 @@ class MatrixVectorUnit(wiring.Component):
         m.submodules.mac = mac = MacArray(spec, model=self._model)
 
         # ---- memories, initialised with the packed images ----
-        wbanks, pbanks = self._op.weight_words(), self._op.param_words()
-        wports, pports = [], []
-        for p in range(PE):
-            wmem = Memory(shape=unsigned(fold.simd * layer.weight_format.bits), depth=NF * SF, init=wbanks[p])
-            pmem = Memory(shape=unsigned(self._params.width), depth=NF, init=pbanks[p])
-            m.submodules[f"weights_{p}"] = wmem
+        # one weight memory for all PE rows (they read the same address; PE memories would each
+        # round up to whole block-RAM ports, see pack.weight_image); PE parameter banks
+        wmem = Memory(shape=unsigned(PE * fold.simd * layer.weight_format.bits), depth=NF * SF,
+                      init=self._op.weight_words())
+        m.submodules.weights_0 = wmem
+        wport = wmem.read_port()
+        pports = []
+        for p, words in enumerate(self._op.param_words()):
+            pmem = Memory(shape=unsigned(self._params.width), depth=NF, init=words)
             m.submodules[f"params_{p}"] = pmem
-            wports.append(wmem.read_port())
             pports.append(pmem.read_port(domain="comb"))
 
         # ---- sequencer: (nf, sf) over the folded matrix, one beat per cycle ----
@@ -95,8 +97,7 @@ class MatrixVectorUnit(wiring.Component):
         first_pass = nf == 0
         advance = s1_free & (~first_pass | self.i.valid)
         m.d.comb += self.i.ready.eq(s1_free & first_pass)
-        for port in wports:
-            m.d.comb += [port.addr.eq(waddr), port.en.eq(advance)]
+        m.d.comb += [wport.addr.eq(waddr), wport.en.eq(advance)]
 
         replay_x = s1_x
         if NF > 1:  # later passes replay the stored vector
@@ -124,7 +125,7 @@ class MatrixVectorUnit(wiring.Component):
         m.d.comb += [
             mac.i.valid.eq(s1_valid),
             mac.i.payload.x.eq(Mux(s1_from_in, s1_x, replay_x)),
-            mac.i.payload.w.eq(Cat(*(port.data for port in wports))),
+            mac.i.payload.w.eq(wport.data),  # PE row p in lanes p·SIMD.. (bank 0 lowest)
             mac.i.payload.last.eq(s1_last),
         ]
 

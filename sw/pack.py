@@ -13,6 +13,12 @@ folds and ``SF = C/SIMD`` column folds. Bank ``p`` (one memory per PE) has depth
 ``NF·SF``; the word at address ``nf·SF + sf`` holds, in lane ``k``, the code of
 ``W[nf·PE + p, sf·SIMD + k]`` in the layer's weight format. Word width ``SIMD·b``.
 
+The hardware holds the PE banks side by side in **one weight memory** per layer
+(:func:`weight_image`): address ``nf·SF + sf``, lane ``p·SIMD + k``, word width ``PE·SIMD·b``
+(bank 0 in the low bits). Every PE row reads the same address in the same cycle, so one
+memory is the same circuit; it lets the synthesizer round the width up to whole block-RAM
+ports once per layer instead of once per PE.
+
 Per-channel parameters
 ----------------------
 Bank ``p``, address ``nf`` holds the parameters of output channel ``nf·PE + p`` as the
@@ -37,7 +43,7 @@ from .specs import MacArraySpec, RequantSpec, bias_bits_for
 __all__ = [
     "layer_specs",
     "LANE_ORDER", "pack_words", "unpack_words", "pack_fields", "unpack_fields",
-    "check_fold", "fold_weights", "weight_banks", "weights_from_banks",
+    "check_fold", "fold_weights", "weight_banks", "weights_from_banks", "weight_image", "weights_from_image",
     "ParamLayout", "ChannelParams", "param_banks", "params_from_banks", "describe_encoding",
 ]
 
@@ -295,6 +301,38 @@ def weights_from_banks(banks, rows: int, cols: int, pe: int, simd: int, fmt: Int
             raise ValueError(f"bank {p} must hold NF·SF = {nf * sf} words, not {len(bank)}")
     codes = unpack_words([w for bank in banks for w in bank], simd, fmt.bits)
     codes = codes.reshape(pe, nf, sf, simd).transpose(1, 0, 2, 3).reshape(rows, cols)
+    return fmt.decode(codes)
+
+
+def weight_image(layer: DenseLayer, pe: int, simd: int) -> list[int]:
+    """The one weight memory of ``layer`` folded at ``pe``×``simd``: ``NF·SF`` words of
+    ``PE·SIMD·b`` bits, the banks of :func:`weight_banks` side by side (bank ``p`` in lanes
+    ``p·SIMD .. p·SIMD + SIMD − 1``), so lane ``p·SIMD + k`` of address ``nf·SF + sf`` holds
+    ``W[nf·PE + p, sf·SIMD + k]``.
+
+    Why one memory and not PE: a block RAM port is at most 36 bits wide (ECP5 DP16KD, Xilinx
+    RAMB18 in simple dual port), and PE memories of ``SIMD·b`` bits each round up to whole ports
+    separately — SFC W1A1 at 2,048 lanes took 65 DP16KD as 8 + 2 + 2 + 1 memories, 56 (the
+    port-width floor) as 4.
+    """
+    fmt = layer.weight_format
+    w = np.asarray(layer.weights)
+    rows, cols = w.shape
+    nf, sf = check_fold(rows, cols, pe, simd, name=layer.name)
+    codes = fmt.encode(w)  # the one encoding (sw/formats.py)
+    # W[nf·PE + p, sf·SIMD + k]  →  address nf·SF + sf, lane p·SIMD + k
+    folded = codes.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+    return pack_words(folded, fmt.bits)
+
+
+def weights_from_image(words, rows: int, cols: int, pe: int, simd: int, fmt: IntFormat | str) -> np.ndarray:
+    """Inverse of :func:`weight_image`: the ``[rows, cols]`` int64 weight values."""
+    fmt = parse_format(fmt, name="fmt")
+    nf, sf = check_fold(rows, cols, pe, simd)
+    if len(words) != nf * sf:
+        raise ValueError(f"words must hold NF·SF = {nf * sf} words, not {len(words)}")
+    codes = unpack_words(list(words), pe * simd, fmt.bits)
+    codes = codes.reshape(nf, sf, pe, simd).transpose(0, 2, 1, 3).reshape(rows, cols)
     return fmt.decode(codes)
 
 

@@ -9,7 +9,7 @@ from lowbit.hw.build import build_network, load_build
 from lowbit.sw.cli import main
 from lowbit.sw.fold import plan_folding
 from lowbit.sw.memimage import load_bank
-from lowbit.sw.pack import weight_banks
+from lowbit.sw.pack import weight_banks, weight_image
 from lowbit.sw.randnet import random_network
 
 
@@ -29,22 +29,24 @@ def test_build_writes_verilog_images_and_manifest(built):
     assert manifest["expected_cycles_per_image"] == plan.initiation_interval == 8
     assert [l["pe"] for l in manifest["folding"]] == [4, 2]
     assert set(manifest["ports"]) >= {"i__payload", "o__payload", "stat_cycles"}
-    # 2 layers x (PE weight banks + PE param banks), each in 5 formats
-    assert len(manifest["memories"]) == 2 * 4 + 2 * 2
+    # 2 layers x (one weight memory + PE param banks), each in 5 formats
+    assert len(manifest["memories"]) == (1 + 4) + (1 + 2)
+    banks = weight_banks(net.layers[0], 4, 3)  # the PE banks side by side, bank 0 in the low bits (12 bits each)
+    assert weight_image(net.layers[0], 4, 3) == [sum(b[a] << (12 * p) for p, b in enumerate(banks)) for a in range(8)]
     for fmt in ("hex", "mem", "coe", "mif", "bin"):
-        assert load_bank(out, 0, "weights", 1, fmt) == weight_banks(net.layers[0], 4, 3)[1]
+        assert load_bank(out, 0, "weights", 0, fmt) == weight_image(net.layers[0], 4, 3)
     m, back = load_build(out)
     assert np.array_equal(back.layers[0].weights, net.layers[0].weights)
 
 
 def test_altered_or_missing_image_is_refused(built):
     _, _, out = built
-    f = out / "layer0_weights_bank2.hex"
+    f = out / "layer0_params_bank2.hex"
     f.write_text(f.read_text().replace("0", "1", 1))
-    with pytest.raises(ValueError, match=r"layer0_weights_bank2.hex' has been modified: sha256 must be"):
+    with pytest.raises(ValueError, match=r"layer0_params_bank2.hex' has been modified: sha256 must be"):
         load_build(out)
     f.unlink()
-    with pytest.raises(ValueError, match=r"layer0_weights_bank2.hex' is missing"):
+    with pytest.raises(ValueError, match=r"layer0_params_bank2.hex' is missing"):
         load_build(out)
 
 

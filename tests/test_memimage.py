@@ -10,7 +10,7 @@ from lowbit.sw import memimage
 from lowbit.sw.ir import DenseLayer
 from lowbit.sw.memimage import (ImageSet, LayerBanks, MemImageError, dumps, load_bank, loads, read_memory,
                                 verify_images, write_images, write_memory)
-from lowbit.sw.pack import ParamLayout, params_from_banks, weights_from_banks
+from lowbit.sw.pack import ParamLayout, params_from_banks, weights_from_image
 from lowbit.sw.requant import RequantParams
 from lowbit.sw.specs import RequantSpec
 
@@ -202,17 +202,17 @@ def test_image_set_write_and_manifest(tmp_path):
     assert manifest["folding"] == {"fc1": [2, 3]} and manifest["cycles"] == 12
     mems = manifest["memories"]
     assert [(m["layer"], m["kind"], m["bank"]) for m in mems] == [
-        (0, "weights", 0), (0, "weights", 1), (0, "params", 0), (0, "params", 1), (1, "weights", 0), (1, "params", 0)]
-    w0 = mems[0]
-    assert (w0["layer_name"], w0["width"], w0["depth"], w0["lanes"], w0["lane_bits"]) == ("fc1", 3, 4, 3, 1)
+        (0, "weights", 0), (0, "params", 0), (0, "params", 1), (1, "weights", 0), (1, "params", 0)]
+    w0 = mems[0]  # one weight memory: the 2 PE rows' 3 lanes side by side
+    assert (w0["layer_name"], w0["width"], w0["depth"], w0["lanes"], w0["lane_bits"]) == ("fc1", 6, 4, 6, 1)
     assert w0["encoding"] == "bipolar: bit 1 = +1, bit 0 = -1" and w0["value_format"] == "bipolar"
     assert w0["fold"] == {"rows": 4, "cols": 6, "pe": 2, "simd": 3, "nf": 2, "sf": 2}
-    p0 = mems[2]
+    p0 = mems[1]
     assert p0["width"] == 9 and p0["depth"] == 2 and p0["lanes"] is None
     assert [(f["name"], f["lsb"], f["bits"]) for f in p0["fields"]] == [("bias", 0, 4), ("multiplier", 4, 3),
                                                                         ("shift", 7, 2)]
-    assert mems[4]["encoding"].startswith("ternary: two's complement 2-bit, 01=+1, 11=-1, 00=0")
-    assert [f["name"] for f in mems[5]["fields"]] == ["bias"] and mems[5]["width"] == 5
+    assert mems[3]["encoding"].startswith("ternary: two's complement 2-bit, 01=+1, 11=-1, 00=0")
+    assert [f["name"] for f in mems[4]["fields"]] == ["bias"] and mems[4]["width"] == 5
     # every listed file exists with the listed hash; nothing else is in the directory
     listed = {"manifest.json"}
     for m in mems:
@@ -231,15 +231,15 @@ def test_load_bank_reads_back_every_format(tmp_path):
     out = tmp_path / "img"
     build_set().write(out, formats=("hex", "mem", "coe", "mif", "bin"))
     for fmt in ("hex", "mem", "coe", "mif", "bin"):
-        banks = [load_bank(out, 0, "weights", p, fmt) for p in range(2)]
-        np.testing.assert_array_equal(weights_from_banks(banks, 4, 6, 2, 3, "bipolar"), l0.weights)
+        words = load_bank(out, 0, "weights", 0, fmt)
+        np.testing.assert_array_equal(weights_from_image(words, 4, 6, 2, 3, "bipolar"), l0.weights)
         pb = [load_bank(out, "fc1", "params", p, fmt) for p in range(2)]
         cp = params_from_banks(pb, 4, 2, ParamLayout(4, 3, 2))
         np.testing.assert_array_equal(cp.bias, l0.bias)
         np.testing.assert_array_equal(cp.multiplier, [1, 5, 2, 3])
         np.testing.assert_array_equal(cp.shift, [1, 2, 3, 0])
         logits = load_bank(out, 1, "weights", 0, fmt)
-        np.testing.assert_array_equal(weights_from_banks([logits], 2, 4, 1, 4, "ternary"), l1.weights)
+        np.testing.assert_array_equal(weights_from_image(logits, 2, 4, 1, 4, "ternary"), l1.weights)
     with pytest.raises(ValueError, match=r"holds no weights memory for layer 0, bank 5"):
         load_bank(out, 0, "weights", 5)
     with pytest.raises(ValueError, match=r"kind must be one of weights, params, not 'bias'"):
@@ -249,7 +249,7 @@ def test_load_bank_reads_back_every_format(tmp_path):
 def test_tampered_and_missing_files_are_detected(tmp_path):
     out = tmp_path / "img"
     manifest = build_set().write(out)
-    rec = manifest["memories"][1]["files"]["coe"]
+    rec = manifest["memories"][2]["files"]["coe"]
     path = out / rec["file"]
     original = path.read_bytes()
     path.write_bytes(original.replace(b"memory_initialization_vector=\n", b"memory_initialization_vector=\n0,\n", 1))
@@ -257,9 +257,9 @@ def test_tampered_and_missing_files_are_detected(tmp_path):
     with pytest.raises(ValueError) as info:
         verify_images(out)
     msg = str(info.value)
-    assert "layer0_weights_bank1.coe" in msg and rec["sha256"] in msg and actual in msg
-    with pytest.raises(ValueError, match=r"layer0_weights_bank1.coe' has been modified"):
-        load_bank(out, 0, "weights", 1, "coe")
+    assert "layer0_params_bank1.coe" in msg and rec["sha256"] in msg and actual in msg
+    with pytest.raises(ValueError, match=r"layer0_params_bank1.coe' has been modified"):
+        load_bank(out, 0, "params", 1, "coe")
     path.write_bytes(original)
     verify_images(out)
     (out / "layer1_params_bank0.bin").unlink()
@@ -327,7 +327,6 @@ def test_write_images_from_layer_banks(tmp_path):
                             tmp_path / "img", formats=("hex",), extra={"io": "stream"})
     kinds = [(m["layer"], m["kind"], m["bank"], m["width"], m["depth"]) for m in manifest["memories"]]
     # default layout for fc1: bias -5..4 → 4 bits, multiplier up to 5 → 3 bits, shift up to 3 → 2 bits
-    assert kinds == [(0, "weights", b, 6, 1) for b in range(4)] + [(0, "params", b, 9, 1) for b in range(4)] + \
-        [(1, "weights", b, 4, 2) for b in range(2)]
+    assert kinds == [(0, "weights", 0, 24, 1)] + [(0, "params", b, 9, 1) for b in range(4)] + [(1, "weights", 0, 8, 2)]
     assert manifest["io"] == "stream"
     verify_images(tmp_path / "img")

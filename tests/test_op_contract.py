@@ -22,7 +22,7 @@ from lowbit.sw.fold import plan_folding
 from lowbit.sw.memimage import FORMATS, dumps, loads
 from lowbit.sw.ir import MaxPool2dLayer
 from lowbit.sw.ops import MatrixVectorOp, MaxPoolOp, SlidingWindowOp, lower
-from lowbit.sw.pack import params_from_banks, weights_from_banks
+from lowbit.sw.pack import params_from_banks, weights_from_image
 from lowbit.sw.randnet import random_cnn, random_network
 
 
@@ -45,9 +45,9 @@ def _matrix_vector_samples():
 
 def _check_matrix_vector_memories(op: MatrixVectorOp, memories) -> None:
     f, layer = op.fold, op.layer
-    w = [list(m.words) for m in memories if m.kind == "weights"]
+    (w,) = [list(m.words) for m in memories if m.kind == "weights"]  # one weight memory per layer
     p = [list(m.words) for m in memories if m.kind == "params"]
-    assert np.array_equal(weights_from_banks(w, f.rows, f.cols, f.pe, f.simd, layer.weight_format), layer.weights)
+    assert np.array_equal(weights_from_image(w, f.rows, f.cols, f.pe, f.simd, layer.weight_format), layer.weights)
     params = params_from_banks(p, f.rows, f.pe, op.param_layout)
     assert np.array_equal(params.bias, layer.bias)
     if layer.requant is not None:

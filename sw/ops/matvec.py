@@ -19,7 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from ..ir import DenseLayer
-from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, param_banks, weight_banks
+from ..pack import LANE_ORDER, ParamLayout, check_fold, describe_encoding, param_banks, weight_image
 from ..specs import MacArraySpec, RequantSpec
 from .base import FoldError, HardwareOp, OpResult, StreamShape, divisors
 
@@ -179,7 +179,7 @@ class MatrixVectorOp(HardwareOp):
         return self.pack_memories()
 
     def pack_memories(self, spec: "ParamLayout | RequantSpec | None" = None, *, params: bool = True) -> tuple:
-        """The weight banks and (``params``) parameter banks as :class:`~lowbit.sw.memimage.Memory`
+        """The weight memory (one, bank 0) and (``params``) the PE parameter banks as :class:`~lowbit.sw.memimage.Memory`
         records with their manifest descriptions; ``spec`` overrides the parameter word layout
         (default: :attr:`param_layout`, the narrowest). :meth:`memories` is this, built once."""
         from ..memimage import Memory
@@ -189,16 +189,14 @@ class MatrixVectorOp(HardwareOp):
         layout = ParamLayout.from_spec(spec)
         fold = {"rows": f.rows, "cols": f.cols, "pe": f.pe, "simd": f.simd, "nf": f.nf, "sf": f.sf}
         b = l.weight_format.bits
-        out = []
-        for p, words in enumerate(weight_banks(l, f.pe, f.simd)):
-            info = {
-                "lanes": f.simd, "lane_bits": b, "lane_order": LANE_ORDER,
-                "value_format": str(l.weight_format), "encoding": describe_encoding(l.weight_format),
-                "addressing": f"address nf*SF + sf (SF={f.sf}) holds W[nf*PE + {p}, sf*SIMD + k] in lane k "
-                              f"(PE={f.pe}, SIMD={f.simd})",
-                "fold": fold,
-            }
-            out.append(Memory(self.index, l.name, "weights", p, f.simd * b, words, info))
+        info = {  # one memory for the PE rows, which all read the same address (see pack.weight_image)
+            "lanes": f.pe * f.simd, "lane_bits": b, "lane_order": LANE_ORDER,
+            "value_format": str(l.weight_format), "encoding": describe_encoding(l.weight_format),
+            "addressing": f"address nf*SF + sf (SF={f.sf}) holds W[nf*PE + p, sf*SIMD + k] in lane p*SIMD + k "
+                          f"(PE={f.pe}, SIMD={f.simd})",
+            "fold": fold,
+        }
+        out = [Memory(self.index, l.name, "weights", 0, f.pe * f.simd * b, weight_image(l, f.pe, f.simd), info)]
         for p, words in enumerate(param_banks(l, f.pe, spec) if params else ()):
             info = {
                 "lanes": None, "lane_bits": None, "lane_order": "fields LSB first, in the order listed",
@@ -210,9 +208,9 @@ class MatrixVectorOp(HardwareOp):
             out.append(Memory(self.index, l.name, "params", p, layout.width, words, info))
         return tuple(out)
 
-    def weight_words(self) -> list[list[int]]:
-        """The weight banks' words (bank ``p`` first), as the memories hold them."""
-        return [list(m.words) for m in self._memories if m.kind == "weights"]
+    def weight_words(self) -> list[int]:
+        """The words of the layer's one weight memory (:func:`~lowbit.sw.pack.weight_image`)."""
+        return next(list(m.words) for m in self._memories if m.kind == "weights")
 
     def param_words(self) -> list[list[int]]:
         return [list(m.words) for m in self._memories if m.kind == "params"]
