@@ -168,8 +168,8 @@ def test_cnn_and_batchnorm_checkpoints_and_cache(tmp_path, digits):
     mb, ib = load_or_train("tfc", digits, 1, 0, cache_dir=tmp_path, progress=False, log=logs.append)
     bn_path = tmp_path / "tfc_digits_s0_e1.pt"
     assert bn_path.is_file() and ib["batchnorm"] is True and isinstance(mb.bn0, BatchNorm)
-    assert (ib["lr"], ib["dropout"], "label_smoothing" in ib) == (2e-3, 0.0, False)
-    assert tuple(recipe("tfc")) == (2e-3, 0.0, 0.0) and tuple(recipe("sfc")) == (2e-3, 0.0, 0.1)
+    assert (ib["lr"], ib["dropout"], ib["label_smoothing"], ib["batch_size"]) == (4e-3, 0.0, 0.1, 64)
+    assert tuple(recipe("tfc")) == (4e-3, 0.0, 0.1, 64) and tuple(recipe("sfc")) == (2e-3, 0.0, 0.1, 128)
     assert checkpoint_path("tfc", "digits", 0, 1, tmp_path, batchnorm=True) == bn_path
     assert checkpoint_path("tfc", "digits", 0, 1, tmp_path, batchnorm=False).name == "tfc-nobn_digits_s0_e1.pt"
     assert checkpoint_path("lenet", "digits", 0, 1, tmp_path, batchnorm=False).name == "lenet-nobn_digits_s0_e1.pt"
@@ -208,7 +208,7 @@ def test_lenet_recipe_and_a_checkpoint_of_another_recipe_is_named(tmp_path):
     checkpoint trained otherwise is reused with a note that says how it differs."""
     from lowbit.sw.train import load_or_train, recipe, save_checkpoint
 
-    assert tuple(recipe("lenet")) == (2e-3, 0.0, 0.1) and tuple(recipe("cnn_digits")) == (1e-3, 0.0, 0.0)
+    assert tuple(recipe("lenet")) == (2e-3, 0.0, 0.1, 128) and tuple(recipe("cnn_digits")) == (1e-3, 0.0, 0.0, 128)
     digits = load_dataset("digits")
     model, info = load_or_train("cnn_digits", digits, 1, 0, cache_dir=tmp_path, progress=False, log=lambda s: None)
     logs = []
@@ -217,5 +217,5 @@ def test_lenet_recipe_and_a_checkpoint_of_another_recipe_is_named(tmp_path):
     save_checkpoint(model, tmp_path / "cnn_digits_digits_s0_e1.pt", **{**info, "lr": 3e-3, "label_smoothing": 0.2})
     logs.clear()
     load_or_train("cnn_digits", digits, 1, 0, cache_dir=tmp_path, progress=False, log=logs.append)
-    assert logs[1] == ("note: it was trained with lr 0.003, label smoothing 0.2; cnn_digits's recipe is now lr 0.001, "
-                       "label smoothing 0: delete it to retrain with that")
+    assert logs[1] == ("note: it was trained with lr 0.003, label smoothing 0.2, batch 128; cnn_digits's recipe is now "
+                       "lr 0.001, label smoothing 0, batch 128: delete it to retrain with that")
