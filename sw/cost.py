@@ -23,7 +23,7 @@ from pathlib import Path
 from .formats import Kind, Rounding, parse_format
 from .specs import MacArraySpec, ProductKind, RequantSpec
 
-__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "load_coefficients",
+__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "block_ram_floor", "load_coefficients",
            "CALIBRATION_GRID", "COEFFICIENTS_PATH", "block_specs"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("cost_coefficients.json")
@@ -156,6 +156,21 @@ def weight_memory(depth: int, width: int, family: str) -> dict:
         return {"bram": 0, "lutram_luts": luts, "bits": depth * width}
     bram = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _BRAM_SHAPES[family])
     return {"bram": bram, "lutram_luts": 0, "bits": depth * width}
+
+
+def block_ram_floor(depth: int, width: int, family: str) -> int:
+    """The fewest block RAMs a ``depth × width`` memory read one word per cycle can take:
+    ``max(ceil(bits / block bits), ceil(width / widest port))`` (ECP5 DP16KD and Xilinx RAMB18:
+    18,432 bits, 36-bit ports; iCE40 SB_RAM40_4K: 4,096 bits, 16-bit ports), 0 for a memory
+    shallow enough for LUTRAM (see :func:`weight_memory`). What a mapping is measured against."""
+    if family not in _BRAM_SHAPES:
+        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+    lr = _LUTRAM[family]
+    if depth < 1 or width < 1 or (lr is not None and depth <= lr):
+        return 0
+    block_bits = max(d * w for d, w in _BRAM_SHAPES[family])
+    port = max(w for _, w in _BRAM_SHAPES[family])
+    return max(math.ceil(depth * width / block_bits), math.ceil(width / port))
 
 
 def estimate_layer(rows: int, cols: int, pe: int, simd: int, weight_format, act_format, out_format="u4", *,

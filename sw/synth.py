@@ -387,6 +387,14 @@ def synth_target(folder: str | Path, target: str | Target, *, dsp: str = "auto",
                   "utilization": {k: (res.get(k, 0) / n if n else None) for k, (n, u) in tgt.limits.items()},
                   "fits": not violations, "violations": violations, "fmax_mhz": None, "times": times,
                   "notes": notes}
+        if design["kind"] == "network" and design["meta"].get("memories"):
+            from .cost import block_ram_floor
+
+            floor = sum(block_ram_floor(m["depth"], m["width"], tgt.family) for m in design["meta"]["memories"]
+                        if m["kind"] == "weights")
+            report["bram_floor"] = floor
+            notes.append(f"block RAM floor {floor} (per weight memory max(ceil(bits / block bits), ceil(width / "
+                         f"widest port))): used {res['bram']}" + (f", {res['bram'] / floor:.2f}x" if floor else ""))
         if wrap:
             notes.append(f"{io_bits} IO bits exceed the {tgt.io} pins of the package: place-and-route ran on "
                          f"{WRAPPER} (serial in, parallel-load shift out, 4 pins); resources are the core's")

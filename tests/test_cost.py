@@ -6,7 +6,7 @@ import pytest
 
 from lowbit.hw.calibrate import measured_block
 from lowbit.sw.cost import (COEFFICIENTS_PATH, FEATURES, block_specs, estimate_block, estimate_layer, features,
-                            load_coefficients, weight_memory)
+                            block_ram_floor, load_coefficients, weight_memory)
 
 
 def test_features_count_the_circuit():
@@ -31,6 +31,18 @@ def test_weight_memory_shapes():
     assert weight_memory(16, 10, "ice40")["bram"] == 1
     with pytest.raises(ValueError, match="family must be one of"):
         weight_memory(16, 10, "gowin")
+
+
+def test_block_ram_floor_is_capacity_or_port_width():
+    # SFC W1A1 at 2,048 lanes (fold 8x112, 2x256, 2x256, 1x16): port width decides every layer, 56 in all
+    widths_depths = [(896, 224), (512, 128), (512, 128), (16, 160)]
+    assert [block_ram_floor(d, w, "ecp5") for w, d in widths_depths] == [25, 15, 15, 1]
+    # capacity decides a deep narrow memory: 112 bits x 1,792 = 200,704 bits > 10 blocks of 18,432
+    assert block_ram_floor(1792, 112, "xilinx") == 11
+    assert block_ram_floor(256, 64, "ice40") == 4  # 16-bit ports; 16,384 bits = 4 blocks of 4,096 too
+    assert block_ram_floor(16, 4096, "ecp5") == 0 and block_ram_floor(64, 10, "xilinx") == 0  # LUTRAM
+    with pytest.raises(ValueError, match="family must be one of ice40, ecp5, xilinx, not 'gowin'"):
+        block_ram_floor(512, 36, "gowin")
 
 
 def test_layer_cycles_follow_the_folding():

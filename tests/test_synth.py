@@ -53,3 +53,20 @@ def test_readmemh_network_synthesizes_like_the_embedded_one(tmp_path):
     assert stats["readmemh"].get("SB_RAM40_4K", 0) == stats["embedded"].get("SB_RAM40_4K", 0) > 0
     luts = [stats[s]["SB_LUT4"] for s in ("embedded", "readmemh")]
     assert abs(luts[0] - luts[1]) <= 0.02 * luts[0], luts
+
+
+@pytest.mark.hdl
+def test_a_network_takes_the_block_ram_floor(tmp_path):
+    """One weight memory per layer (the PE rows side by side): block RAM is the floor
+    max(capacity, port width) per memory, not PE memories each rounded up to a whole port."""
+    from lowbit.hw.build import build_network
+    from lowbit.sw.fold import plan_folding
+    from lowbit.sw.randnet import random_network
+    from lowbit.sw.synth import synth_target
+
+    net = random_network([256, 64, 64], "bipolar", "bipolar", seed=3)
+    # fc0: 4 x 16 lanes = 64 bits x 256 deep -> 2 DP16KD (per-PE memories of 16 bits: 4); fc1: 16 bits x 256 -> 1
+    build_network(net, plan_folding(net, [(4, 16), (1, 16)]), tmp_path / "net", formats=("hex",))
+    r = synth_target(tmp_path / "net", "ecp5-25k", pnr=False)
+    assert r["bram_floor"] == 3 and r["resources"]["bram"] == 3
+    assert any(n.startswith("block RAM floor 3 (per weight memory") and n.endswith("used 3, 1.00x") for n in r["notes"])
