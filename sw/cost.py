@@ -23,7 +23,7 @@ from pathlib import Path
 from .formats import Kind, Rounding, parse_format
 from .specs import MacArraySpec, ProductKind, RequantSpec
 
-__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "block_ram_floor", "load_coefficients",
+__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "rom_memory", "block_ram_floor", "load_coefficients",
            "CALIBRATION_GRID", "COEFFICIENTS_PATH", "block_specs"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("cost_coefficients.json")
@@ -156,6 +156,32 @@ def weight_memory(depth: int, width: int, family: str) -> dict:
         return {"bram": 0, "lutram_luts": luts, "bits": depth * width}
     bram = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _BRAM_SHAPES[family])
     return {"bram": bram, "lutram_luts": 0, "bits": depth * width}
+
+
+#: the deepest synchronous-read ROM yosys builds from LUTs rather than block RAM, per family, measured on SFC
+#: builds (2026-12-03): synth_xilinx made 128- to 256-deep weight ROMs LUT6 + MUXF7/MUXF8 and put 448-deep
+#: and deeper ones in RAMB18; synth_ecp5 put every weight ROM deeper than 16 words in DP16KD
+_ROM_IN_LUTS = {"ice40": 0, "ecp5": 16, "xilinx": 256}
+_LUT_INPUTS = {"ice40": 4, "ecp5": 4, "xilinx": 6}
+
+
+def rom_memory(depth: int, width: int, family: str, *, sync: bool = True) -> dict:
+    """Block RAMs or LUTs for a ``depth × width`` ROM (a memory initialised and never written).
+
+    The weight memories read synchronously: block RAM unless shallow enough that yosys
+    builds them from LUTs (:data:`_ROM_IN_LUTS`). The parameter memories read
+    combinationally (``sync=False``), which no block RAM does: always LUTs. A LUT of k
+    inputs holds 2^k words of one bit (the wide multiplexers behind them are free cells,
+    PFUMX/L6MUX on ECP5, MUXF7/MUXF8 on Xilinx): ``width · ceil(depth / 2^k)`` LUTs.
+    """
+    if family not in _BRAM_SHAPES:
+        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+    if depth < 1 or width < 1:
+        return {"bram": 0, "lutram_luts": 0, "bits": 0}
+    if sync and depth > _ROM_IN_LUTS[family]:
+        return weight_memory(depth, width, family)
+    luts = width * math.ceil(depth / (1 << _LUT_INPUTS[family]))
+    return {"bram": 0, "lutram_luts": luts, "bits": depth * width}
 
 
 def block_ram_floor(depth: int, width: int, family: str) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 from lowbit.hw.calibrate import measured_block
 from lowbit.sw.cost import (COEFFICIENTS_PATH, FEATURES, block_specs, estimate_block, estimate_layer, features,
-                            block_ram_floor, load_coefficients, weight_memory)
+                            block_ram_floor, load_coefficients, rom_memory, weight_memory)
 
 
 def test_features_count_the_circuit():
@@ -31,6 +31,18 @@ def test_weight_memory_shapes():
     assert weight_memory(16, 10, "ice40")["bram"] == 1
     with pytest.raises(ValueError, match="family must be one of"):
         weight_memory(16, 10, "gowin")
+
+
+def test_rom_memory_follows_what_yosys_builds():
+    # SFC W1A1 at 2,048 lanes, fc0's weight ROM (896 bits x 224): ECP5 block RAM at the port floor (25
+    # DP16KD, as yosys), Xilinx LUT6 ROM (yosys: no RAMB18, 7,295 LUT6 for the network) of 4 LUTs a bit
+    assert rom_memory(224, 896, "ecp5") == {"bram": 25, "lutram_luts": 0, "bits": 224 * 896}
+    assert rom_memory(224, 896, "xilinx") == {"bram": 0, "lutram_luts": 896 * 4, "bits": 224 * 896}
+    assert rom_memory(448, 448, "xilinx")["bram"] == 13  # deeper: block RAM, as yosys (13 RAMB18)
+    # parameter memories are read combinationally: never block RAM, 16 (LUT4) or 64 (LUT6) words a LUT
+    assert rom_memory(128, 20, "ecp5", sync=False) == {"bram": 0, "lutram_luts": 20 * 8, "bits": 128 * 20}
+    assert rom_memory(128, 20, "xilinx", sync=False)["lutram_luts"] == 40
+    assert rom_memory(256, 16, "ice40")["bram"] == 1 and rom_memory(256, 16, "ice40", sync=False)["bram"] == 0
 
 
 def test_block_ram_floor_is_capacity_or_port_width():

@@ -226,13 +226,13 @@ class MatrixVectorOp(HardwareOp):
         ``family`` picks the LUT coefficients, ``mem_family`` (default ``family``) the block-RAM
         and LUTRAM shapes: ECP5 borrows iCE40's LUT4 coefficients but has its own RAMs.
         """
-        from ..cost import estimate_block, weight_memory
+        from ..cost import estimate_block, rom_memory
 
         f = self._need_fold("cost")
         mac, rq, params = self.specs
         blk = estimate_block(mac, rq, family)
-        wmem = weight_memory(f.nf * f.sf, mac.weight_word_bits, mem_family or family)
-        pmem = weight_memory(f.nf, f.pe * params.width, mem_family or family)
+        wmem = rom_memory(f.nf * f.sf, mac.weight_word_bits, mem_family or family)
+        pmem = rom_memory(f.nf, f.pe * params.width, mem_family or family, sync=False)  # read combinationally
         lutram = wmem["lutram_luts"] + pmem["lutram_luts"]
         return {"lut": blk["lut"] + lutram, "ff": blk["ff"], "bram": wmem["bram"] + pmem["bram"], "dsp": 0,
                 "lutram_luts": lutram}
