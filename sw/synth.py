@@ -393,8 +393,12 @@ def synth_target(folder: str | Path, target: str | Target, *, dsp: str = "auto",
             floor = sum(block_ram_floor(m["depth"], m["width"], tgt.family) for m in design["meta"]["memories"]
                         if m["kind"] == "weights")
             report["bram_floor"] = floor
-            notes.append(f"block RAM floor {floor} (per weight memory max(ceil(bits / block bits), ceil(width / "
-                         f"widest port))): used {res['bram']}" + (f", {res['bram'] / floor:.2f}x" if floor else ""))
+            # a floor for the weight memories in block RAM: yosys builds some shallow, wide ones from LUTs instead
+            # (then fewer blocks than the floor are used, and the ratio says nothing)
+            notes.append(f"block RAM floor {floor} if every weight memory is block RAM (per memory max(ceil(bits / "
+                         f"block bits), ceil(width / widest port))): used {res['bram']}"
+                         + (f", {res['bram'] / floor:.2f}x" if floor and res["bram"] >= floor else
+                            ", fewer: yosys built some weight memories from LUTs" if floor else ""))
         if wrap:
             notes.append(f"{io_bits} IO bits exceed the {tgt.io} pins of the package: place-and-route ran on "
                          f"{WRAPPER} (serial in, parallel-load shift out, 4 pins); resources are the core's")
