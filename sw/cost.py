@@ -23,8 +23,8 @@ from pathlib import Path
 from .formats import Kind, Rounding, parse_format
 from .specs import MacArraySpec, ProductKind, RequantSpec
 
-__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "rom_memory", "block_ram_floor", "load_coefficients",
-           "CALIBRATION_GRID", "COEFFICIENTS_PATH", "block_specs"]
+__all__ = ["FEATURES", "features", "estimate_block", "estimate_layer", "weight_memory", "rom_memory", "block_ram_floor",
+           "load_coefficients", "CALIBRATION_GRID", "COEFFICIENTS_PATH", "block_specs"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("cost_coefficients.json")
 FAMILIES = ("xilinx", "ice40", "ecp5")
@@ -139,6 +139,11 @@ _BRAM_SHAPES = {
 _LUTRAM = {"ice40": None, "ecp5": 16, "xilinx": 64}  # bits of depth one LUT(-RAM) cell holds
 
 
+def _check_family(family: str) -> None:
+    if family not in _BRAM_SHAPES:
+        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+
+
 def weight_memory(depth: int, width: int, family: str) -> dict:
     """Block RAMs or LUTRAM cells for a ``depth × width`` weight memory.
 
@@ -146,8 +151,7 @@ def weight_memory(depth: int, width: int, family: str) -> dict:
     RAM64X1S LUT6 per bit; ≤ 16 deep on ECP5: one DPR16X4 per 4 bits, 4 LUT4s), since a
     block RAM would waste most of its depth; otherwise the cheapest block-RAM shape.
     """
-    if family not in _BRAM_SHAPES:
-        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+    _check_family(family)
     if depth < 1 or width < 1:
         return {"bram": 0, "lutram_luts": 0, "bits": 0}
     lr = _LUTRAM[family]
@@ -174,8 +178,7 @@ def rom_memory(depth: int, width: int, family: str, *, sync: bool = True) -> dic
     inputs holds 2^k words of one bit (the wide multiplexers behind them are free cells,
     PFUMX/L6MUX on ECP5, MUXF7/MUXF8 on Xilinx): ``width · ceil(depth / 2^k)`` LUTs.
     """
-    if family not in _BRAM_SHAPES:
-        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+    _check_family(family)
     if depth < 1 or width < 1:
         return {"bram": 0, "lutram_luts": 0, "bits": 0}
     if sync and depth > _ROM_IN_LUTS[family]:
@@ -189,8 +192,7 @@ def block_ram_floor(depth: int, width: int, family: str) -> int:
     ``max(ceil(bits / block bits), ceil(width / widest port))`` (ECP5 DP16KD and Xilinx RAMB18:
     18,432 bits, 36-bit ports; iCE40 SB_RAM40_4K: 4,096 bits, 16-bit ports), 0 for a memory
     shallow enough for LUTRAM (see :func:`weight_memory`). What a mapping is measured against."""
-    if family not in _BRAM_SHAPES:
-        raise ValueError(f"family must be one of {', '.join(_BRAM_SHAPES)}, not {family!r}")
+    _check_family(family)
     lr = _LUTRAM[family]
     if depth < 1 or width < 1 or (lr is not None and depth <= lr):
         return 0

@@ -9,8 +9,9 @@ DESCRIPTION = ("Train one of the presets in float32 on CPU, deterministically fo
                "the earlier recipe). CNNs (batch norm after every conv and hidden dense layer): 'lenet', WAGE's "
                "32C5-MP2-64C5-MP2-512FC-10 for 28×28 images, and 'cnn_digits', a small one for the 8×8 digits. "
                "Defaults per preset: MLPs with batch norm no dropout, sfc and lfc lr 2e-3, label smoothing 0.1, "
-               "batch 128, tfc lr 4e-3, label smoothing 0.1, batch 64 (chosen on a validation split); without batch norm lr 1e-3, dropout 0.2; lenet lr 2e-3, label smoothing "
-               "0.1 (chosen the same way); cnn_digits lr 1e-3.")
+               "batch 128, tfc lr 4e-3, label smoothing 0.1, batch 64 (chosen on a validation split); without "
+               "batch norm lr 1e-3, dropout 0.2; lenet lr 2e-3, label smoothing 0.1 (chosen the same way); "
+               "cnn_digits lr 1e-3.")
 
 
 def add_dataset_arguments(parser) -> None:
