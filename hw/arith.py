@@ -9,10 +9,10 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from lowbit.sw.formats import IntFormat, Kind
-from lowbit.sw.specs import ProductKind, product_kind
+from lowbit.sw.specs import ProductKind, product_kind, xnor_dot
 
-__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree", "popcount",
-           "xnor_agree", "xnor_count_dot"]
+__all__ = ["decode", "lane", "product", "activation_multiples", "digit_multiply", "adder_tree",
+           "xnor_agree", "xnor_group_dot"]
 
 
 def lane(word: Value, index: int, bits: int) -> Value:
@@ -35,7 +35,7 @@ def product(w_code: Value, x_code: Value, wf: IntFormat, xf: IntFormat) -> Value
     """``w · x`` for one lane, with the circuit :func:`lowbit.sw.specs.product_kind` chooses.
 
     * bipolar × bipolar: ``±1`` like a bipolar weight here; the MAC array sums these lanes
-      as XNOR bits instead (:func:`xnor_agree`, :func:`xnor_count_dot`)
+      as XNOR bits instead (:func:`xnor_agree`, :func:`xnor_group_dot`)
     * bipolar weight: ``±x`` (a negation, no multiplier)
     * ternary weight: add / subtract / skip
     * pow2 weight: ``±(x << e)`` (a shifter, no multiplier)
@@ -110,21 +110,23 @@ def adder_tree(values: list[Value]) -> Value:
     return level[0]
 
 
-def popcount(bits: Value) -> Value:
-    """Number of set bits, as a balanced tree of small adders."""
-    return adder_tree([bits[i].as_unsigned() for i in range(len(bits))])
-
-
 def xnor_agree(w_word: Value, x_word: Value) -> Value:
     """One bit per bipolar × bipolar lane: 1 where the weight and activation codes agree
     (their product is +1; see :class:`lowbit.sw.specs.ProductKind`)."""
     return ~(w_word ^ x_word)
 
 
-def xnor_count_dot(count: Value, n: int) -> Value:
-    """Σ w·x over ``n`` bipolar × bipolar lanes from the popcount of their :func:`xnor_agree`
-    bits: :func:`lowbit.sw.specs.xnor_dot`, ``2·count − n``, as a circuit."""
-    # zero-extend before reinterpreting as signed, so a full count stays positive
-    doubled = Cat(count, Const(0, 2)).as_signed() << 1
-    return doubled - Const(n, signed(n.bit_length() + 1))
+def xnor_group_dot(agree: Value) -> Value:
+    """Σ w·x over the few bipolar × bipolar lanes of ``agree`` (their :func:`xnor_agree` bits):
+    :func:`lowbit.sw.specs.xnor_dot` of the popcount, as a lookup table on the bits.
 
+    For the 4 bits of a first adder-tree stage every output bit is one LUT4 of the bits, where
+    a popcount of small adders followed by ``2·count − n`` took a carry chain more.
+    """
+    n = len(agree)
+    if n > 6:
+        raise ValueError(f"agree must have at most 6 bits (a 64-entry table), not {n}")
+    shape = signed(n.bit_length() + 1)
+    entries = [xnor_dot(bin(code).count("1"), n) for code in range(1 << n)]
+    table = Cat(*(Const(e, shape) for e in entries))
+    return table.word_select(agree, shape.width).as_signed()

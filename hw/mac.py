@@ -8,13 +8,10 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.sw.specs import MacArraySpec, ProductKind
 
-from .arith import (activation_multiples, adder_tree, decode, digit_multiply, lane, popcount, product, xnor_agree,
-                    xnor_count_dot)
+from .arith import activation_multiples, adder_tree, decode, digit_multiply, lane, product, xnor_agree, xnor_group_dot
 from .simmodel import behind_valid, check_model
 
-__all__ = ["MacArray", "mac_input_layout", "LATENCY"]
-
-LATENCY = 5  # cycles from the last accepted beat of a vector to its result on ``o``
+__all__ = ["MacArray", "mac_input_layout"]
 
 
 def mac_input_layout(spec: MacArraySpec) -> data.StructLayout:
@@ -72,7 +69,7 @@ class MacArray(wiring.Component):
         """The per-lane terms of row ``p`` from the weight word ``w`` and activation word ``x``.
 
         The products ``w[p,s]·x[s]``; for bipolar × bipolar the XNOR word (one bit per lane),
-        whose popcount :meth:`row_sum` takes. ``x`` is what :meth:`operand_x` makes of the
+        which :meth:`tree_stage` 0 sums. ``x`` is what :meth:`operand_x` makes of the
         activation word.
         """
         spec = self._spec
@@ -99,24 +96,24 @@ class MacArray(wiring.Component):
         return [activation_multiples(lane(x_word, s, spec.act_format.bits), spec.act_format)
                 for s in range(spec.simd)]
 
-    def row_partials(self, terms: list[Value]) -> list[Value]:
-        """Stage 2: partial sums over groups of ``spec.tree_split`` terms (popcounts for XNOR)."""
-        g = self._spec.tree_split  # the first ⌈levels/2⌉ levels of the adder tree
-        if self._spec.product is ProductKind.XNOR:
-            agree = terms[0]
-            return [popcount(agree[i:i + g]) for i in range(0, self._spec.simd, g)]
-        return [adder_tree(terms[i:i + g]) for i in range(0, len(terms), g)]
+    def tree_stage(self, k: int, values: list[Value]) -> list[Value]:
+        """Adder-tree stage ``k`` of a row: sums over groups of ``spec.tree_fanins[k]`` values.
 
-    def row_total(self, partials: list[Value]) -> Value:
-        """Stage 3: Σ_s w[p,s]·x[s] from the partial sums (for XNOR: 2·popcount − n)."""
-        total = adder_tree(partials)
-        if self._spec.product is ProductKind.XNOR:
-            return xnor_count_dot(total, self._spec.simd)
-        return total
+        Stage 0 of an XNOR row takes the XNOR word and gives each group's Σ w·x directly
+        (:func:`xnor_group_dot`), so no stage needs the ``2·count − n`` correction.
+        """
+        g = self._spec.tree_fanins[k]
+        if k == 0 and self._spec.product is ProductKind.XNOR:
+            agree = values[0]
+            return [xnor_group_dot(agree[i:i + g]) for i in range(0, self._spec.simd, g)]
+        return [adder_tree(values[i:i + g]) for i in range(0, len(values), g)]
 
     def row_sum(self, terms: list[Value]) -> Value:
-        """Σ_s w[p,s]·x[s] from the terms of one row, combinationally."""
-        return self.row_total(self.row_partials(terms))
+        """Σ_s w[p,s]·x[s] from the terms of one row, combinationally (every tree stage)."""
+        values = terms
+        for k in range(len(self._spec.tree_fanins)):
+            values = self.tree_stage(k, values)
+        return values[0]
 
     def row_dot(self, p: int, w: Value, x: Value) -> Value:
         """Σ_s w[p,s]·x[s] of row ``p`` for weight word ``w`` and activation word ``x``, combinationally."""
@@ -125,15 +122,17 @@ class MacArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         spec = self._spec
-        # Five register stages, each with one kind of logic: the operands (0: wherever they
-        # come from, a block RAM or another block, the multipliers start from a local
-        # flip-flop; on ECP5 the route into them was the critical path), the multipliers
-        # (1), the first half of the adder tree (2), the rest of it (3), the accumulator (4,
-        # which doubles as the output register). Registers right behind the LUTs that drive
-        # them cost flip-flops, not LUTs.
-        valid = [Signal(name=f"s{k}_valid") for k in (0, 1, 2, 3)]
-        first = [Signal(name=f"s{k}_first") for k in (0, 1, 2, 3)]
-        last = [Signal(name=f"s{k}_last") for k in (0, 1, 2, 3)]
+        # Register stages, each with one kind of logic: the operands (0: wherever they come
+        # from, a block RAM or another block, the multipliers start from a local flip-flop; on
+        # ECP5 the route into them was the critical path), the multipliers (1), the adder tree
+        # with a register every two levels (2 .. 1 + stages), the accumulator (which doubles as
+        # the output register). Registers right behind the LUTs that drive them cost flip-flops,
+        # not LUTs.
+        stages = len(spec.tree_fanins)
+        n_flags = 2 + stages  # valid/first/last of every stage before the accumulator
+        valid = [Signal(name=f"s{k}_valid") for k in range(n_flags)]
+        first = [Signal(name=f"s{k}_first") for k in range(n_flags)]
+        last = [Signal(name=f"s{k}_last") for k in range(n_flags)]
         w_op = Signal(spec.weight_word_bits, name="w_operand")
         x_next = self.operand_x(self.i.payload.x)
         if isinstance(x_next, list):
@@ -147,9 +146,13 @@ class MacArray(wiring.Component):
         for p in range(spec.pe):
             row = self.row_terms(p, w_op, x_op)
             terms = [Signal(t.shape(), name=f"term_{p}_{k}") for k, t in enumerate(row)]
-            parts = [Signal(v.shape(), name=f"part_{p}_{k}") for k, v in enumerate(self.row_partials(terms))]
-            dot = Signal(signed(spec.acc_bits), name=f"dot_{p}")
-            rows.append((row, terms, parts, dot))
+            tree = []  # the registers of each adder-tree stage; the last holds the row's dot product
+            values = terms
+            for k in range(stages):
+                sums = self.tree_stage(k, values)
+                values = [Signal(v.shape(), name=f"sum{k}_{p}_{j}") for j, v in enumerate(sums)]
+                tree.append((sums, values))
+            rows.append((row, terms, tree))
         fresh = Signal(init=1)  # the next accepted beat starts a new vector
 
         # One stall signal for the whole pipeline: every stage moves when the output register
@@ -169,19 +172,18 @@ class MacArray(wiring.Component):
             when = behind_valid(m, self._model)
             with when(self.i.valid):
                 m.d.sync += [w_op.eq(self.i.payload.w), *x_load]
-            for k in (1, 2, 3):
+            for k in range(1, n_flags):
                 m.d.sync += [valid[k].eq(valid[k - 1]), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
-            for row, terms, parts, dot in rows:
+            for row, terms, tree in rows:
                 with when(valid[0]):
                     m.d.sync += [r.eq(t) for r, t in zip(terms, row)]
-                with when(valid[1]):
-                    m.d.sync += [r.eq(v) for r, v in zip(parts, self.row_partials(terms))]
-                with when(valid[2]):
-                    # Width is safe to truncate: spec.acc_bits covers every partial sum.
-                    m.d.sync += dot.eq(self.row_total(parts))
-            with m.If(valid[3]):
-                for p, (_, _, _, dot) in enumerate(rows):
+                for k, (sums, regs) in enumerate(tree):
+                    with when(valid[1 + k]):
+                        m.d.sync += [r.eq(v) for r, v in zip(regs, sums)]
+            with m.If(valid[-1]):
+                for p, (_, _, tree) in enumerate(rows):
                     acc = self.o.payload[p]
-                    m.d.sync += acc.eq(dot + Mux(first[3], 0, acc))
-            m.d.sync += self.o.valid.eq(valid[3] & last[3])
+                    # Width is safe to truncate: spec.acc_bits covers every sum of the vector.
+                    m.d.sync += acc.eq(tree[-1][1][0] + Mux(first[-1], 0, acc))
+            m.d.sync += self.o.valid.eq(valid[-1] & last[-1])
         return m

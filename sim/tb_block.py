@@ -26,15 +26,14 @@ from lowbit.sim.stimulus import mac_beats, mac_vectors, requant_corner_accs
 from lowbit.sw.formats import signed_range
 from lowbit.sw.specs import MacArraySpec, RequantSpec
 
-from lowbit.hw.mac import LATENCY as MAC_LATENCY  # noqa: E402
 from lowbit.hw.requant import LATENCY as REQUANT_LATENCY  # noqa: E402
 
-LATENCY = MAC_LATENCY + REQUANT_LATENCY  # operands, products, two adder-tree halves, accumulator, four requantizer stages
 
-
-def expected_cycles(total_beats: int) -> int:
-    """Edges from the first input transfer to the last output transfer, both counted."""
-    return total_beats + LATENCY
+def expected_cycles(mac: MacArraySpec, total_beats: int) -> int:
+    """Edges from the first input transfer to the last output transfer, both counted: the
+    beats, the MAC array's latency (operands, products, adder-tree stages, accumulator) and
+    the requantizer's four stages."""
+    return total_beats + mac.latency + REQUANT_LATENCY
 
 
 class BlockTB(StreamTB):
@@ -120,7 +119,7 @@ async def block_matches_golden_model(dut):
     vectors = mac_vectors(tb.mac, n_random, tb.rng)
     in_log, out_log, n_beats = await tb.run_batch(vectors, 0, 1, shift, label="full-rate")
     report["cycles"] = out_log[-1] - in_log[0] + 1
-    report["expected_cycles"] = expected_cycles(n_beats)
+    report["expected_cycles"] = expected_cycles(tb.mac, n_beats)
     report["beats"] = n_beats
     report["vectors_full_rate"] = len(vectors)
 

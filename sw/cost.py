@@ -83,25 +83,37 @@ def features(mac: MacArraySpec, rq: RequantSpec | None) -> dict:
     return f
 
 
+def _tree_register_bits(mac: MacArraySpec) -> int:
+    """Flip-flops of one row's adder-tree stages (hw/mac.py): each stage's group sums at the
+    width their adders grow to (one bit per level; XNOR stage 0 is the signed Σ ±1 of its bits)."""
+    fanins = mac.tree_fanins
+    if mac.product is ProductKind.XNOR:
+        g = fanins[0]
+        widths = [(min(g, mac.simd - i)).bit_length() + 1 for i in range(0, mac.simd, g)]
+        fanins = fanins[1:]
+    else:
+        widths = [_product_bits(mac)] * mac.simd
+    total = sum(widths) if mac.product is ProductKind.XNOR else 0
+    for g in fanins:
+        widths = [max(group) + (len(group) - 1).bit_length() for group in
+                  (widths[i:i + g] for i in range(0, len(widths), g))]
+        total += sum(widths)
+    return total
+
+
 def block_ffs(mac: MacArraySpec, rq: RequantSpec | None) -> int:
-    """Registers of the five-stage MAC array and four-stage requantizer (hw/mac.py, hw/requant.py).
+    """Registers of the MAC array and four-stage requantizer (hw/mac.py, hw/requant.py).
 
     MAC: the operand registers (the weight and activation words of a beat), the product
-    registers (one XNOR bit per lane for bipolar x bipolar), the partial sums of the first
-    adder-tree stage, the dot-product register and the accumulator per PE, plus
-    valid/first/last of four stages, the output valid and the fresh-vector flag. Requantizer:
-    per lane the biased, multiplied product and its shift, the floor and round-up bit, the
-    clip decisions (fits, sign, up, two each for under and over, the unclipped code), the
-    output code; four valid
-    flags.
+    registers (one XNOR bit per lane for bipolar x bipolar), every adder-tree stage's sums and
+    the accumulator per PE, plus valid/first/last of every stage before the accumulator, the
+    output valid and the fresh-vector flag. Requantizer: per lane the biased, multiplied
+    product and its shift, the floor and round-up bit, the clip decisions (fits, sign, up, two
+    each for under and over, the unclipped code), the output code; four valid flags.
     """
-    g = mac.tree_split
-    groups = -(-mac.simd // g)
-    if mac.product is ProductKind.XNOR:
-        terms, parts = mac.simd, groups * g.bit_length()
-    else:
-        terms, parts = mac.simd * _product_bits(mac), groups * (_product_bits(mac) + (g - 1).bit_length())
-    n = mac.weight_word_bits + mac.act_word_bits + mac.pe * (terms + parts + 2 * mac.acc_bits) + 14
+    terms = mac.simd if mac.product is ProductKind.XNOR else mac.simd * _product_bits(mac)
+    flags = 3 * (2 + len(mac.tree_fanins)) + 2
+    n = mac.weight_word_bits + mac.act_word_bits + mac.pe * (terms + _tree_register_bits(mac) + mac.acc_bits) + flags
     if rq is not None:
         bipolar = rq.out_format.kind is Kind.BIPOLAR
         out_bits, clip_flags = (1, 0) if bipolar else (rq.out_format.bits, 7)  # bipolar never clips

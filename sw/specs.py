@@ -16,7 +16,8 @@ import numpy as np
 from .formats import IntFormat, Kind, Rounding, parse_format, signed_bits_for_range
 from .requant import MAX_MULTIPLIER_BITS, MAX_OFFSET_BITS, MAX_SHIFT, RequantParams, requantize
 
-__all__ = ["MacArraySpec", "RequantSpec", "ProductKind", "product_kind", "xnor_dot", "bias_bits_for", "MAX_LANES"]
+__all__ = ["MacArraySpec", "RequantSpec", "ProductKind", "product_kind", "xnor_dot", "bias_bits_for", "MAX_LANES",
+           "TREE_LEVELS_PER_STAGE"]
 
 MAX_LANES = 1024
 
@@ -66,6 +67,9 @@ def xnor_dot(agree_count, n: int):
 def _product_range(weight: IntFormat, act: IntFormat) -> tuple[int, int]:
     corners = [w * x for w in (weight.min, weight.max, 0) for x in (act.min, act.max)]
     return min(corners), max(corners)
+
+
+TREE_LEVELS_PER_STAGE = 2  # adder levels between two registers of a MAC row's tree
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,24 @@ class MacArraySpec:
         return product_kind(self.weight_format, self.act_format)
 
     @property
-    def tree_split(self) -> int:
-        """Products per partial sum of the MAC's first adder-tree stage: ⌈levels/2⌉ levels of
-        the ``simd``-leaf tree are registered there, the rest in the next stage."""
-        levels = max(0, (self.simd - 1).bit_length())
-        return 1 << ((levels + 1) // 2)
+    def tree_fanins(self) -> tuple[int, ...]:
+        """Fan-in of each registered stage of a row's adder tree, first stage first.
+
+        A register every :data:`TREE_LEVELS_PER_STAGE` levels of the ``simd``-leaf tree (the
+        last stage takes what is left), so no stage holds more than two adder levels: on
+        ECP5 a stage of three or four levels was the whole network's critical path. The
+        product of the fan-ins covers ``simd``.
+        """
+        levels = max(1, (self.simd - 1).bit_length())
+        full, rest = divmod(levels, TREE_LEVELS_PER_STAGE)
+        return (1 << TREE_LEVELS_PER_STAGE,) * full + ((1 << rest,) if rest else ())
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the last accepted beat of a vector to its result on the MAC's output:
+        the operand register, the product register, one per adder-tree stage
+        (:attr:`tree_fanins`) and the accumulator."""
+        return 3 + len(self.tree_fanins)
 
     @property
     def weight_word_bits(self) -> int:

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from lowbit.hw.mac import LATENCY, MacArray
+from lowbit.hw.mac import MacArray
 from lowbit.sim.streams import get_n, put_all
 from lowbit.sim.stimulus import mac_beats, mac_vectors
 from lowbit.sw.specs import MacArraySpec
 
 CASES = [  # (weight, activation, pe, simd, beats) — covers xnor, negate, ternary, shift, multiply
     ("bipolar", "bipolar", 4, 16, 3),
+    ("bipolar", "bipolar", 1, 112, 2),  # four adder-tree stages (fan-ins 4, 4, 4, 2), partial last group
+    ("bipolar", "bipolar", 2, 13, 2),
     ("bipolar", "u2", 2, 5, 2),
     ("ternary", "u8", 3, 4, 4),
     ("ternary", "s4", 1, 7, 1),
@@ -23,6 +25,7 @@ CASES = [  # (weight, activation, pe, simd, beats) — covers xnor, negate, tern
     ("s4", "u4", 8, 8, 2),
     ("s8", "s8", 1, 3, 4),
     ("u3", "u5", 2, 2, 3),
+    ("s2", "u2", 1, 37, 2),  # three adder-tree stages, the last group of one term
 ]
 
 
@@ -62,7 +65,7 @@ def test_mac_array_equals_golden(wf, af, pe, simd, beats, model):
 
 
 def test_vectors_of_different_lengths_and_exact_cycle_count():
-    """A full-rate stream of n-beat vectors takes n cycles per vector, results LATENCY cycles after."""
+    """A full-rate stream of n-beat vectors takes n cycles per vector, results spec.latency cycles after."""
     spec = MacArraySpec(pe=2, simd=2, weight_format="s4", act_format="u4", beats=4)
     rng = np.random.default_rng(7)
     vectors = [mac_vectors(spec, 1, rng, beats=b)[-1] for b in (1, 4, 2, 3)]
@@ -86,10 +89,10 @@ def test_vectors_of_different_lengths_and_exact_cycle_count():
     sim.add_testbench(consumer)
     sim.run()
     # Beats are accepted at edges 0..9; vectors end with the beats of edges 0, 4, 6, 9, and
-    # each result is on o LATENCY = 5 edges later (operands, products, two adder-tree halves,
-    # accumulator): sampled at cycles 5, 9, 11, 14.
-    assert LATENCY == 5
-    assert [c for c, _ in log] == [5, 9, 11, 14]
+    # each result is on o spec.latency = 4 edges later (operands, products, the one adder-tree
+    # stage of two lanes, accumulator): sampled at cycles 4, 8, 10, 13.
+    assert spec.tree_fanins == (2,) and spec.latency == 4
+    assert [c for c, _ in log] == [4, 8, 10, 13]
     assert [v for _, v in log] == [spec.golden(x, w).tolist() for x, w in vectors]
 
 
@@ -127,3 +130,37 @@ def test_multiplier_every_code_pair(wf, af):
     sim.add_testbench(bench)
     sim.run()
     assert got == [int(a) * int(b) for a, b in pairs]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_xnor_group_dot_every_code(n):
+    """The table of a first XNOR tree stage == the one XNOR rule (specs.xnor_dot) for every word."""
+    from amaranth.hdl import Module, Signal
+
+    from lowbit.hw.arith import xnor_group_dot
+    from lowbit.sw.specs import xnor_dot
+
+    agree = Signal(n)
+    out = Signal(xnor_group_dot(agree).shape())
+    m = Module()
+    m.d.comb += out.eq(xnor_group_dot(agree))
+    got = []
+
+    async def bench(ctx):
+        for code in range(1 << n):
+            ctx.set(agree, code)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [xnor_dot(bin(c).count("1"), n) for c in range(1 << n)]
+
+
+@pytest.mark.parametrize("simd, fanins", [(1, (2,)), (2, (2,)), (4, (4,)), (5, (4, 2)), (16, (4, 4)),
+                                          (64, (4, 4, 4)), (112, (4, 4, 4, 2)), (784, (4, 4, 4, 4, 4))])
+def test_adder_tree_has_a_register_every_two_levels(simd, fanins):
+    spec = MacArraySpec(pe=1, simd=simd, weight_format="s2", act_format="u2")
+    assert spec.tree_fanins == fanins
+    assert np.prod(fanins) >= simd and (simd == 1 or simd > np.prod(fanins[:-1]))  # no stage more than needed
+    assert spec.latency == 3 + len(fanins)

@@ -70,7 +70,7 @@ def test_mac_array_models_equal_for_every_input_sequence(wf, af):
     """Bounded model check: for 12 cycles from reset, whatever arrives (valid, weights,
     activations, last) and whatever the consumer does (ready), both netlists give the same
     i.ready, o.valid and valid o.payload; the product stage, the held registers and the
-    accumulator's first/last logic are all inside that window (latency 5)."""
+    accumulator's first/last logic are all inside that window (latency 4 at SIMD 2)."""
     from lowbit.hw.mac import MacArray
     from lowbit.sw.specs import MacArraySpec
 
