@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,6 +44,11 @@ class MacArray(wiring.Component):
     model : "synthesis" (default) or "simulation"
         See :data:`lowbit.hw.simmodel.MODELS`: the simulation model multiplies with ``*`` and its
         data registers hold in bubbles; the valid, first and last bits move exactly alike.
+    backpressure : bool
+        True (default): ``o`` may stall, and a stall holds every stage (one stall signal).
+        False: both streams are ``always_ready``; every stage moves every cycle and the user
+        guarantees a place for each result (the matrix-vector unit does, with credits), so no
+        enable fans out to the pipeline's registers.
 
     Members
     -------
@@ -51,14 +56,16 @@ class MacArray(wiring.Component):
     o : ``Out(stream.Signature(ArrayLayout(signed(acc_bits), pe)))``
     """
 
-    def __init__(self, spec: MacArraySpec, *, model: str = "synthesis"):
+    def __init__(self, spec: MacArraySpec, *, model: str = "synthesis", backpressure: bool = True):
         if not isinstance(spec, MacArraySpec):
             raise TypeError(f"spec must be a MacArraySpec, not {spec!r}")
         self._spec = spec
         self._model = check_model(model)
+        self._backpressure = bool(backpressure)
+        free = not self._backpressure
         super().__init__({
-            "i": In(stream.Signature(mac_input_layout(spec))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(spec.acc_bits), spec.pe))),
+            "i": In(stream.Signature(mac_input_layout(spec), always_ready=free)),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(spec.acc_bits), spec.pe), always_ready=free)),
         })
 
     @property
@@ -160,8 +167,11 @@ class MacArray(wiring.Component):
         # full rate there are no bubbles, and that chain, fanned out to every register's
         # enable, was the block's critical path on ECP5.) Registers load even in a bubble:
         # only the valid bits and the accumulator care whether a beat is real.
-        advance = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(advance)
+        if self._backpressure:
+            advance = ~self.o.valid | self.o.ready
+            m.d.comb += self.i.ready.eq(advance)
+        else:
+            advance = Const(1)
 
         with m.If(advance):
             m.d.sync += [valid[0].eq(self.i.valid), first[0].eq(fresh), last[0].eq(self.i.payload.last)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -18,7 +19,7 @@ from lowbit.sw.specs import MacArraySpec, RequantSpec
 
 from .simmodel import check_model
 from .mac import MacArray
-from .requant import Requantizer
+from .requant import LATENCY as REQUANT_LATENCY, Requantizer
 
 __all__ = ["MatrixVectorUnit", "layer_specs"]
 
@@ -67,25 +68,45 @@ class MatrixVectorUnit(wiring.Component):
     def requant_spec(self) -> RequantSpec | None:
         return self._rq
 
+    @property
+    def output_buffer_beats(self) -> int:
+        """Depth of the output buffer, which the credit count keeps from overflowing.
+
+        A result holds its credit from the cycle its last beat is issued until it leaves ``o``:
+        the issue register, the weight read, ``mac_spec.latency``, the requantizer's stages (or
+        the logit register), two cycles through the buffer. One result per SF beats, so
+        ⌈that / SF⌉ + 1 places let a consumer that is always ready take one every SF cycles.
+        """
+        tail = REQUANT_LATENCY if self._rq is not None else 1
+        held = 2 + self._mac.latency + tail + 2
+        return max(2, -(-held // self._fold.sf) + 1)
+
     def elaborate(self, platform):
         m = Module()
         layer, fold, spec = self._layer, self._fold, self._mac
         NF, SF, PE = fold.nf, fold.sf, fold.pe
         x_bits = fold.simd * layer.in_format.bits
-        m.submodules.mac = mac = MacArray(spec, model=self._model)
+        # The MAC array and requantizer never stall (always_ready streams): every register of the
+        # pipeline loads every cycle, with no enable fanned out to thousands of flip-flops, and no
+        # ready chain runs from the next unit through this one. Instead the sequencer issues a
+        # vector's last beat only while a place in the output buffer is free for its result.
+        m.submodules.mac = mac = MacArray(spec, model=self._model, backpressure=False)
+        depth = self.output_buffer_beats
+        m.submodules.output_buffer = obuf = SyncFIFOBuffered(width=self.o.payload.shape().width, depth=depth)
 
         # ---- memories, initialised with the packed images ----
         # one weight memory for all PE rows (they read the same address; PE memories would each
-        # round up to whole block-RAM ports, see pack.weight_image); PE parameter banks
+        # round up to whole block-RAM ports, see pack.weight_image); PE parameter banks, in logic
+        # (read every output, a few words deep: block RAM would waste a block per bank)
         wmem = Memory(shape=unsigned(PE * fold.simd * layer.weight_format.bits), depth=NF * SF,
                       init=self._op.weight_words())
         m.submodules.weights_0 = wmem
         wport = wmem.read_port()
         pports = []
         for p, words in enumerate(self._op.param_words()):
-            pmem = Memory(shape=unsigned(self._params.width), depth=NF, init=words)
+            pmem = Memory(shape=unsigned(self._params.width), depth=NF, init=words, attrs={"ram_style": "logic"})
             m.submodules[f"params_{p}"] = pmem
-            pports.append(pmem.read_port(domain="comb"))
+            pports.append(pmem.read_port())
 
         # ---- sequencer: (nf, sf) over the folded matrix, one beat per cycle ----
         nf = Signal(range(max(NF, 2)))
@@ -93,11 +114,19 @@ class MatrixVectorUnit(wiring.Component):
         waddr = Signal(range(max(NF * SF, 2)))
         s1_valid, s1_from_in, s1_last = Signal(), Signal(), Signal()
         s1_x = Signal(x_bits)
-        s1_free = ~s1_valid | mac.i.ready
         first_pass = nf == 0
-        advance = s1_free & (~first_pass | self.i.valid)
-        m.d.comb += self.i.ready.eq(s1_free & first_pass)
-        m.d.comb += [wport.addr.eq(waddr), wport.en.eq(advance)]
+        last_beat = sf == SF - 1
+        # credits: results issued (last beat accepted) and not yet taken from the buffer
+        pending = Signal(range(depth + 1))
+        room = Signal(init=1)  # pending < depth, as a register
+        may_issue = room | ~last_beat
+        advance = may_issue & (~first_pass | self.i.valid)
+        m.d.comb += self.i.ready.eq(may_issue & first_pass)
+        m.d.comb += [wport.addr.eq(waddr), wport.en.eq(1)]  # the address moves only with advance
+        issued = advance & last_beat
+        retired = self.o.valid & self.o.ready
+        pending_next = pending + issued - retired
+        m.d.sync += [pending.eq(pending_next), room.eq(pending_next < depth)]
 
         replay_x = s1_x
         if NF > 1:  # later passes replay the stored vector
@@ -105,13 +134,13 @@ class MatrixVectorUnit(wiring.Component):
             m.submodules.input_buffer = ibuf
             wr, rd = ibuf.write_port(), ibuf.read_port()
             m.d.comb += [wr.addr.eq(sf), wr.data.eq(self.i.payload), wr.en.eq(self.i.valid & self.i.ready),
-                         rd.addr.eq(sf), rd.en.eq(advance)]
+                         rd.addr.eq(sf), rd.en.eq(1)]
             replay_x = rd.data
 
+        # the issue register loads every cycle; only its valid bit says whether a beat is real
+        m.d.sync += [s1_valid.eq(advance), s1_from_in.eq(first_pass), s1_x.eq(self.i.payload), s1_last.eq(last_beat)]
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(1), s1_from_in.eq(first_pass), s1_x.eq(self.i.payload),
-                         s1_last.eq(sf == SF - 1)]
-            with m.If(sf == SF - 1):
+            with m.If(last_beat):
                 m.d.sync += sf.eq(0)
                 with m.If(nf == NF - 1):
                     m.d.sync += [nf.eq(0), waddr.eq(0)]
@@ -119,8 +148,6 @@ class MatrixVectorUnit(wiring.Component):
                     m.d.sync += [nf.eq(nf + 1), waddr.eq(waddr + 1)]
             with m.Else():
                 m.d.sync += [sf.eq(sf + 1), waddr.eq(waddr + 1)]
-        with m.Elif(mac.i.ready):
-            m.d.sync += s1_valid.eq(0)
 
         m.d.comb += [
             mac.i.valid.eq(s1_valid),
@@ -130,16 +157,19 @@ class MatrixVectorUnit(wiring.Component):
         ]
 
         # ---- per-channel parameters follow the output fold ----
+        # nf_out counts the results; the read port is addressed with its next value, so its
+        # registered data is always the parameters of the next result (no ROM read in front of
+        # the requantizer's adder)
         nf_out = Signal(range(max(NF, 2)))
+        nf_out_next = Mux(mac.o.valid, Mux(nf_out == NF - 1, 0, nf_out + 1), nf_out)
+        m.d.sync += nf_out.eq(nf_out_next)
         for port in pports:
-            m.d.comb += port.addr.eq(nf_out)
-        with m.If(mac.o.valid & mac.o.ready):
-            m.d.sync += nf_out.eq(Mux(nf_out == NF - 1, 0, nf_out + 1))
+            m.d.comb += [port.addr.eq(nf_out_next), port.en.eq(1)]
         bb, mb, sb, ob = self._params.widths
 
         if self._rq is not None:
-            m.submodules.requant = rq = Requantizer(self._rq, model=self._model)
-            m.d.comb += [rq.i.valid.eq(mac.o.valid), mac.o.ready.eq(rq.i.ready)]
+            m.submodules.requant = rq = Requantizer(self._rq, model=self._model, backpressure=False)
+            m.d.comb += rq.i.valid.eq(mac.o.valid)
             for p, port in enumerate(pports):
                 m.d.comb += [rq.i.payload.acc[p].eq(mac.o.payload[p]),
                              rq.i.payload.bias[p].eq(port.data[:bb].as_signed()),
@@ -148,18 +178,17 @@ class MatrixVectorUnit(wiring.Component):
                     m.d.comb += rq.i.payload.mult[p].eq(port.data[bb:bb + mb])
                 if self._rq.offset_bits:  # the offset field follows the shift (see ParamLayout)
                     m.d.comb += rq.i.payload.offset[p].eq(port.data[bb + mb + sb:bb + mb + sb + ob].as_signed())
-            m.d.comb += [self.o.valid.eq(rq.o.valid), rq.o.ready.eq(self.o.ready),
-                         self.o.payload.eq(rq.o.payload.as_value())]
+            m.d.comb += [obuf.w_en.eq(rq.o.valid), obuf.w_data.eq(rq.o.payload.as_value())]
         else:
-            # logits = acc + bias, one register stage like the requantizer
+            # logits = acc + bias, one register stage like the requantizer's
             lane = self._mac.acc_bits
-            m.d.comb += mac.o.ready.eq(~self.o.valid | self.o.ready)
-            with m.If(self.o.valid & self.o.ready):
-                m.d.sync += self.o.valid.eq(0)
-            with m.If(mac.o.valid & mac.o.ready):
-                m.d.sync += self.o.valid.eq(1)
-                for p, port in enumerate(pports):
-                    total = Signal(signed(lane), name=f"logit_{p}")
-                    m.d.comb += total.eq(mac.o.payload[p] + port.data[:bb].as_signed())
-                    m.d.sync += self.o.payload[p * lane:(p + 1) * lane].eq(total)
+            logits = Signal(PE * lane)
+            logits_valid = Signal()
+            m.d.sync += logits_valid.eq(mac.o.valid)
+            for p, port in enumerate(pports):
+                total = Signal(signed(lane), name=f"logit_{p}")
+                m.d.comb += total.eq(mac.o.payload[p] + port.data[:bb].as_signed())
+                m.d.sync += logits[p * lane:(p + 1) * lane].eq(total)
+            m.d.comb += [obuf.w_en.eq(logits_valid), obuf.w_data.eq(logits)]
+        wiring.connect(m, obuf.r_stream, wiring.flipped(self.o))
         return m

@@ -155,6 +155,8 @@ class Requantizer(wiring.Component):
     model : "synthesis" (default) or "simulation"
         See :data:`lowbit.hw.simmodel.MODELS`: the simulation model's stage registers hold in
         bubbles; the valid bits move exactly alike.
+    backpressure : bool
+        As for :class:`lowbit.hw.mac.MacArray`: False makes both streams ``always_ready``.
 
     Members
     -------
@@ -165,14 +167,16 @@ class Requantizer(wiring.Component):
         Per lane: the output code (bipolar: 1 ⇒ +1, 0 ⇒ -1).
     """
 
-    def __init__(self, spec: RequantSpec, *, model: str = "synthesis"):
+    def __init__(self, spec: RequantSpec, *, model: str = "synthesis", backpressure: bool = True):
         if not isinstance(spec, RequantSpec):
             raise TypeError(f"spec must be a RequantSpec, not {spec!r}")
         self._spec = spec
         self._model = check_model(model)
+        self._backpressure = bool(backpressure)
+        free = not self._backpressure
         super().__init__({
-            "i": In(stream.Signature(requant_input_layout(spec))),
-            "o": Out(stream.Signature(requant_output_layout(spec))),
+            "i": In(stream.Signature(requant_input_layout(spec), always_ready=free)),
+            "o": Out(stream.Signature(requant_output_layout(spec), always_ready=free)),
         })
 
     @property
@@ -195,8 +199,11 @@ class Requantizer(wiring.Component):
                   for k in range(spec.lanes)]
         # One stall signal for all stages (see MacArray: a per-stage ready chain fanned out to
         # every enable was the critical path); registers load in bubbles too.
-        advance = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(advance)
+        if self._backpressure:
+            advance = ~self.o.valid | self.o.ready
+            m.d.comb += self.i.ready.eq(advance)
+        else:  # always_ready streams: every stage moves every cycle (see MacArray)
+            advance = Const(1)
 
         with m.If(advance):
             m.d.sync += [a_valid.eq(self.i.valid), b_valid.eq(a_valid), c_valid.eq(b_valid),
