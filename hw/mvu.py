@@ -109,24 +109,31 @@ class MatrixVectorUnit(wiring.Component):
             pports.append(pmem.read_port())
 
         # ---- sequencer: (nf, sf) over the folded matrix, one beat per cycle ----
+        # first_pass (nf == 0) and last_beat (sf == SF − 1) are registers of their own, set one
+        # cycle ahead: they gate i.ready and every advance, so no counter compare sits in front
         nf = Signal(range(max(NF, 2)))
         sf = Signal(range(max(SF, 2)))
         waddr = Signal(range(max(NF * SF, 2)))
+        first_pass = Signal(init=1)
+        last_beat = Signal(init=int(SF == 1))
         s1_valid, s1_from_in, s1_last = Signal(), Signal(), Signal()
         s1_x = Signal(x_bits)
-        first_pass = nf == 0
-        last_beat = sf == SF - 1
-        # credits: results issued (last beat accepted) and not yet taken from the buffer
+        # credits: results issued (last beat accepted) and not yet taken from the buffer. room
+        # (pending < depth) and full_next (pending == depth − 1) are registers computed from
+        # pending alone, so the issue decision is one LUT after them, not an add and a compare
         pending = Signal(range(depth + 1))
-        room = Signal(init=1)  # pending < depth, as a register
+        room = Signal(init=1)
+        one_short = Signal(init=int(depth == 1))  # pending == depth − 1: one more issue fills it
         may_issue = room | ~last_beat
         advance = may_issue & (~first_pass | self.i.valid)
         m.d.comb += self.i.ready.eq(may_issue & first_pass)
         m.d.comb += [wport.addr.eq(waddr), wport.en.eq(1)]  # the address moves only with advance
         issued = advance & last_beat
         retired = self.o.valid & self.o.ready
-        pending_next = pending + issued - retired
-        m.d.sync += [pending.eq(pending_next), room.eq(pending_next < depth)]
+        with m.If(issued & ~retired):
+            m.d.sync += [pending.eq(pending + 1), room.eq(~one_short), one_short.eq(pending == depth - 2)]
+        with m.Elif(retired & ~issued):
+            m.d.sync += [pending.eq(pending - 1), room.eq(1), one_short.eq(pending == depth)]
 
         replay_x = s1_x
         if NF > 1:  # later passes replay the stored vector
@@ -141,13 +148,13 @@ class MatrixVectorUnit(wiring.Component):
         m.d.sync += [s1_valid.eq(advance), s1_from_in.eq(first_pass), s1_x.eq(self.i.payload), s1_last.eq(last_beat)]
         with m.If(advance):
             with m.If(last_beat):
-                m.d.sync += sf.eq(0)
+                m.d.sync += [sf.eq(0), last_beat.eq(SF == 1)]
                 with m.If(nf == NF - 1):
-                    m.d.sync += [nf.eq(0), waddr.eq(0)]
+                    m.d.sync += [nf.eq(0), waddr.eq(0), first_pass.eq(1)]
                 with m.Else():
-                    m.d.sync += [nf.eq(nf + 1), waddr.eq(waddr + 1)]
+                    m.d.sync += [nf.eq(nf + 1), waddr.eq(waddr + 1), first_pass.eq(0)]
             with m.Else():
-                m.d.sync += [sf.eq(sf + 1), waddr.eq(waddr + 1)]
+                m.d.sync += [sf.eq(sf + 1), waddr.eq(waddr + 1), last_beat.eq(sf == SF - 2)]
 
         m.d.comb += [
             mac.i.valid.eq(s1_valid),
@@ -157,14 +164,20 @@ class MatrixVectorUnit(wiring.Component):
         ]
 
         # ---- per-channel parameters follow the output fold ----
-        # nf_out counts the results; the read port is addressed with its next value, so its
-        # registered data is always the parameters of the next result (no ROM read in front of
-        # the requantizer's adder)
-        nf_out = Signal(range(max(NF, 2)))
-        nf_out_next = Mux(mac.o.valid, Mux(nf_out == NF - 1, 0, nf_out + 1), nf_out)
-        m.d.sync += nf_out.eq(nf_out_next)
+        # The read port's address is a register that names the row of the next result two
+        # cycles before that result leaves the MAC array (mac.o.valid(t) = issued(t − latency − 1),
+        # so issued delayed by latency − 1 announces it), and the registered read then holds its
+        # parameters while it is requantized: no logic at all between registers and the ROM.
+        ahead = issued
+        for k in range(spec.latency - 1):
+            later = Signal(name=f"result_ahead_{k}")
+            m.d.sync += later.eq(ahead)
+            ahead = later
+        param_row = Signal(range(max(NF, 2)), init=NF - 1)  # the row before row 0
+        with m.If(ahead):
+            m.d.sync += param_row.eq(Mux(param_row == NF - 1, 0, param_row + 1))
         for port in pports:
-            m.d.comb += [port.addr.eq(nf_out_next), port.en.eq(1)]
+            m.d.comb += [port.addr.eq(param_row), port.en.eq(1)]
         bb, mb, sb, ob = self._params.widths
 
         if self._rq is not None:

@@ -22,7 +22,7 @@ output valid but not ready).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -49,7 +49,8 @@ class ArgmaxCollector(wiring.Component):
     """Collect NF beats of PE logits into one output beat with the class index.
 
     Strictly-greater comparisons in index order make the lowest index win ties, as
-    :func:`lowbit.sw.golden.argmax_lowest` does.
+    :func:`lowbit.sw.golden.argmax_lowest` does. Beats are accepted while ``o`` holds the
+    previous result; only the beat that completes an image waits for ``o`` to be free.
     """
 
     def __init__(self, classes: int, pe: int, logit_bits: int):
@@ -63,20 +64,38 @@ class ArgmaxCollector(wiring.Component):
         m = Module()
         nf = self.classes // self.pe
         lb = self.logit_bits
-        count = Signal(range(max(nf, 2)))
-        best_val = Signal(signed(lb))
+        beat_bits = self.pe * lb
+        # base (the index of this beat's lane 0), first (base == 0) and last (the beat completes
+        # the image) are registers, and the running best is kept in offset binary (sign bit
+        # flipped) so that the signed comparison is one unsigned carry chain: the chain and one
+        # LUT are all the logic in front of the running best
+        base = Signal(range(max(self.classes, 2)))
+        first, last = Signal(init=1), Signal(init=int(nf == 1))
+        best_val = Signal(unsigned(lb))
         best_idx = Signal(range(max(self.classes, 2)))
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.o.valid & self.o.ready):
+        # A beat that completes an image needs o free. With more than one beat per image that is
+        # asked of a register, o_free (o.valid will be low in this cycle), so no path runs from
+        # o.ready into the running best: the result leaves at least one cycle before the next
+        # image's last beat comes, so no throughput is lost. One beat per image keeps the
+        # combinational ready (~o.valid | o.ready), or a result per cycle could not pass.
+        o_free = Signal(init=1)
+        taken = self.o.valid & self.o.ready
+        if nf == 1:
+            m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        else:
+            m.d.comb += self.i.ready.eq(~last | o_free)
+        with m.If(taken):
             m.d.sync += self.o.valid.eq(0)
+        completes = self.i.valid & self.i.ready & last
+        m.d.sync += o_free.eq(~completes & (~self.o.valid | taken))
 
         # running best through this beat's lanes, in index order
         cur_val, cur_idx = best_val, best_idx
         for p in range(self.pe):
-            v = self.i.payload[p * lb:(p + 1) * lb].as_signed()
-            idx = count * self.pe + p
-            take = (v > cur_val) if p else ((count == 0) | (v > cur_val))
-            nv, ni = Signal(signed(lb), name=f"val_{p}"), Signal(range(max(self.classes, 2)), name=f"idx_{p}")
+            v = self.i.payload[p * lb:(p + 1) * lb] ^ (1 << (lb - 1))  # offset binary
+            idx = base + p
+            take = (v > cur_val) if p else (first | (v > cur_val))
+            nv, ni = Signal(unsigned(lb), name=f"val_{p}"), Signal(range(max(self.classes, 2)), name=f"idx_{p}")
             m.d.comb += [nv.eq(cur_val), ni.eq(cur_idx)]
             with m.If(take):
                 m.d.comb += [nv.eq(v), ni.eq(idx)]
@@ -84,16 +103,18 @@ class ArgmaxCollector(wiring.Component):
 
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [best_val.eq(cur_val), best_idx.eq(cur_idx)]
-            with m.Switch(count):
-                for c in range(nf):
-                    with m.Case(c):
-                        for p in range(self.pe):
-                            m.d.sync += self.o.payload.logits[c * self.pe + p].eq(
-                                self.i.payload[p * lb:(p + 1) * lb].as_signed())
-            with m.If(count == nf - 1):
-                m.d.sync += [count.eq(0), self.o.valid.eq(1), self.o.payload.cls.eq(cur_idx)]
+            # an image's earlier beats wait in a shift register of their own (o may still hold
+            # the previous result), beat 0 lowest: logit c·PE + p is lane p of beat c
+            held = self.i.payload
+            if nf > 1:
+                held = Signal((nf - 1) * beat_bits)
+                m.d.sync += held.eq(Cat(held[beat_bits:], self.i.payload))
+                held = Cat(held, self.i.payload)
+            with m.If(last):
+                m.d.sync += [base.eq(0), first.eq(1), last.eq(nf == 1), self.o.valid.eq(1),
+                             self.o.payload.cls.eq(cur_idx), self.o.payload.logits.as_value().eq(held)]
             with m.Else():
-                m.d.sync += count.eq(count + 1)
+                m.d.sync += [base.eq(base + self.pe), first.eq(0), last.eq(base == (nf - 2) * self.pe)]
         return m
 
 

@@ -77,3 +77,47 @@ def test_network_top_equals_golden(wf, af, mult, folds):
     out = run_sim(NetworkTop(net, plan), beats, len(x), 0.2, 0.2)
     assert [int(p.cls) for p in out] == golden.classes.tolist()
     assert [[int(v) for v in p.logits] for p in out] == golden.logits.tolist()
+
+
+@pytest.mark.parametrize("classes, pe", [(10, 1), (6, 2), (4, 4)])
+def test_argmax_collector_lowest_index_wins_at_every_extreme(classes, pe):
+    """Ties, the most negative and the most positive logit, under gaps and stalls; then the
+    rate with an always-ready consumer: one image per NF beats, no bubble."""
+    from lowbit.hw.network import ArgmaxCollector
+    from lowbit.sw.golden import argmax_lowest
+
+    lb = 5
+    lo, hi = -(1 << (lb - 1)), (1 << (lb - 1)) - 1
+    rng = np.random.default_rng(classes)
+    images = [np.full(classes, lo), np.full(classes, hi), np.full(classes, 0),
+              np.array([lo] * (classes - 1) + [hi]), np.array([hi] + [lo] * (classes - 1)),
+              np.array([lo + 1] * (classes - 1) + [lo])]
+    images += [rng.integers(lo, hi + 1, classes) for _ in range(30)]
+    images += [rng.integers(-1, 2, classes) for _ in range(30)]  # many ties
+    logits = np.array(images)
+    nf = classes // pe
+    beats = pack_words((logits & ((1 << lb) - 1)).reshape(-1, pe), lb)
+    dut = ArgmaxCollector(classes, pe, lb)
+    out = run_sim(dut, beats, len(logits), 0.3, 0.3)
+    assert [int(p.cls) for p in out] == argmax_lowest(logits).tolist()
+    assert [[int(v) for v in p.logits] for p in out] == logits.tolist()
+
+    seen = []
+
+    async def testbench(ctx):  # full rate in, always ready out: the cycle of each result
+        ctx.set(dut.o.ready, 1)
+        for k, beat in enumerate(list(beats) + [None] * 4):
+            ctx.set(dut.i.valid, beat is not None)
+            if beat is not None:
+                ctx.set(dut.i.payload, int(beat))
+            if ctx.get(dut.o.valid):
+                seen.append(k)
+            if beat is not None:
+                assert ctx.get(dut.i.ready)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen == [nf * (k + 1) for k in range(len(logits))]
